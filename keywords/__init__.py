@@ -1,0 +1,1 @@
+"""The curated imagery vocabulary; installed inside the package as `poemgen.vocabulary`."""

@@ -1,0 +1,3 @@
+from poemgen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Which checkpoints poemgen uses, where it finds them, and what it says when it cannot.
+
+Every model argument is a Hugging Face Hub id or a local folder. Loading goes through the
+Hub's own cache, so `HF_HUB_OFFLINE=1` and `HF_HOME` behave as users of transformers expect.
+The poet lookup lives in `resolve_poet` alone, so a new fallback slots in at one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from poemgen.errors import PoemgenError
+
+DEFAULT_CLIP = "OFA-Sys/chinese-clip-vit-base-patch16"
+CLIP_ENV = "POEMGEN_CLIP"
+POET_ENV = "POEMGEN_POET"
+HOME_ENV = "POEMGEN_HOME"
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_POET_HOWTO = (f"pass --poet FOLDER_OR_HUB_ID, set ${POET_ENV}, or put a poet fine-tuned with "
+               "train/t5.py in {default}")
+
+
+class ModelLoadError(PoemgenError):
+    """A model that cannot be found or loaded."""
+
+
+def poemgen_home() -> Path:
+    """Where poemgen keeps its own files: `$POEMGEN_HOME`, else ~/.cache/poemgen."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "poemgen").expanduser()
+
+
+def default_poet_folder() -> Path:
+    return poemgen_home() / "poet"
+
+
+def resolve_clip(explicit: str | os.PathLike | None = None) -> str:
+    """The CLIP model to use: the explicit argument, then $POEMGEN_CLIP, then the public default."""
+    return os.fspath(explicit) if explicit else os.environ.get(CLIP_ENV) or DEFAULT_CLIP
+
+
+def resolve_poet(explicit: str | os.PathLike | None = None) -> str | None:
+    """The poet to use: the explicit argument, then $POEMGEN_POET, then the default folder.
+
+    Returns None when no poet is found; `no_poet_message` says how to get one.
+    """
+    if explicit:
+        return os.fspath(explicit)
+    if os.environ.get(POET_ENV):
+        return os.environ[POET_ENV]
+    if default_poet_folder().is_dir():
+        return str(default_poet_folder())
+    return None
+
+
+def no_poet_message() -> str:
+    return "no poet found: " + _POET_HOWTO.format(default=default_poet_folder())
+
+
+def check_local(role: str, name: str) -> None:
+    """Fail early, with a clear message, for a folder that cannot hold a model.
+
+    Names that look like paths (absolute, `./`, `~`) are never sent to the Hub.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in _WEIGHT_FILES):
+            raise ModelLoadError(f"{role} '{name}': the folder has no model weights "
+                                 "(model.safetensors or pytorch_model.bin); pass the folder "
+                                 "that save_pretrained wrote")
+        return
+    if path.exists():
+        raise ModelLoadError(f"{role} '{name}': is a file, not a model folder; pass the folder "
+                             "that holds config.json and the weights, or a Hub id")
+    if name.startswith((".", "/", "~")) or os.path.isabs(name) or name.count("/") > 1:
+        raise ModelLoadError(f"{role} '{name}': no such folder; check the path, or pass a Hub id "
+                             f"such as {DEFAULT_CLIP if role == 'CLIP model' else 'owner/name'}")
+
+
+def load_error(role: str, name: str, error: Exception) -> ModelLoadError:
+    """Turn a loading exception into one line: which model, why, how to fix it."""
+    reason = " ".join(str(error).split())
+    if Path(name).expanduser().is_dir():
+        return ModelLoadError(f"{role} '{name}': cannot be loaded from this folder ({reason[:200]}); "
+                              "pass a folder written by save_pretrained")
+    return ModelLoadError(f"{role} '{name}': not found in the local Hugging Face cache or on the "
+                          f"Hub ({reason[:160]}); check the id, or download it on a connected "
+                          f"machine (`hf download {name}`) and copy the cache or the folder here")
+
+
+def fingerprint(name: str) -> str:
+    """A short id for a loaded checkpoint that changes when its weights do.
+
+    A folder is fingerprinted by its files' names, sizes and modification times (hashing a
+    gigabyte of weights on every start would cost more than it saves); a Hub id by the
+    commit of the cached snapshot it was loaded from.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        parts = [str(path.resolve())]
+        for file in sorted(path.iterdir()):
+            if file.is_file():
+                stat = file.stat()
+                parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(name, "config.json")
+        parts = [name, str(Path(config).parent.name) if isinstance(config, str) else ""]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
