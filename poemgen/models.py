@@ -82,13 +82,19 @@ def check_local(role: str, name: str) -> None:
 
 def load_error(role: str, name: str, error: Exception) -> ModelLoadError:
     """Turn a loading exception into one line: which model, why, how to fix it."""
-    reason = " ".join(str(error).split())
+    from huggingface_hub import constants
+
+    reason = " ".join(str(error).split()).split(". ")[0][:200]
     if Path(name).expanduser().is_dir():
-        return ModelLoadError(f"{role} '{name}': cannot be loaded from this folder ({reason[:200]}); "
+        return ModelLoadError(f"{role} '{name}': cannot be loaded from this folder ({reason}); "
                               "pass a folder written by save_pretrained")
-    return ModelLoadError(f"{role} '{name}': not found in the local Hugging Face cache or on the "
-                          f"Hub ({reason[:160]}); check the id, or download it on a connected "
-                          f"machine (`hf download {name}`) and copy the cache or the folder here")
+    if constants.HF_HUB_OFFLINE or "connect" in reason.lower():
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
+        return ModelLoadError(f"{role} '{name}': not in the local Hugging Face cache and {why}; "
+                              f"download it on a connected machine (`hf download {name}`) and "
+                              "copy the cache here, or pass a local folder")
+    return ModelLoadError(f"{role} '{name}': cannot be loaded from the Hub ({reason}); "
+                          "check the id, or pass a local folder")
 
 
 def fingerprint(name: str) -> str:

@@ -1,0 +1,166 @@
+import json
+import re
+import shutil
+
+import pytest
+
+from conftest import make_photo
+from poemgen import prompt
+from poemgen.cli import main
+
+HAN_LINE = r"[\u4e00-\u9fff]{%d}[，。]"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def poem_rows(out, chars=5):
+    return [row for row in out.splitlines() if re.fullmatch(HAN_LINE % chars, row)]
+
+
+def test_prints_keywords_and_a_quatrain(tiny, photo, capsys):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--poet", tiny.poet, "--topk", 5)
+    assert code == 0, err
+    assert out.startswith(f"{photo}\n关键词  ")
+    assert len(re.findall(r"[\u4e00-\u9fff]+ \d\.\d{3}", out.splitlines()[1])) == 5
+    rows = poem_rows(out)
+    assert len(rows) == 4 and [r[-1] for r in rows] == ["，", "。", "，", "。"]
+
+
+def test_json_lines_one_object_per_image(tiny, tmp_path, capsys):
+    photos = [make_photo(tmp_path / f"{i}.jpg", (40 * i, 100, 100)) for i in range(3)]
+    code, out, err = run(capsys, *photos, "--clip", tiny.clip, "--poet", tiny.poet, "--json",
+                         "--lines", 8, "--chars", 7, "--topk", 3)
+    assert code == 0, err
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert [o["image"] for o in objects] == [str(p) for p in photos]
+    for o in objects:
+        assert set(o) == {"image", "keywords", "lines", "poem"}
+        assert len(o["keywords"]) == 3 and set(o["keywords"][0]) == {"word", "score"}
+        assert len(o["lines"]) == 8 and all(len(line) == 7 for line in o["lines"])
+        assert o["poem"] == prompt.format_poem(o["lines"])
+
+
+def test_seed_makes_runs_reproducible(tiny, photo, capsys):
+    argv = [photo, "--clip", tiny.clip, "--poet", tiny.poet, "--seed", 11, "--json"]
+    assert run(capsys, *argv)[1] == run(capsys, *argv)[1]
+
+
+def test_one_bad_image_does_not_stop_the_others(tiny, tmp_path, capsys):
+    good = [make_photo(tmp_path / "a.jpg"), make_photo(tmp_path / "b.png")]
+    code, out, err = run(capsys, good[0], tmp_path / "missing.jpg", good[1], "--clip", tiny.clip,
+                         "--poet", tiny.poet, "--json")
+    assert code == 1
+    assert [json.loads(line)["image"] for line in out.splitlines()] == [str(p) for p in good]
+    assert err.strip().count("\n") == 0 and "missing.jpg" in err and "no such file" in err
+
+
+def bad_images(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("this is text, not a picture")
+    data = make_photo(tmp_path / "whole.png", size=(300, 300)).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "folder.jpg").mkdir()
+    return {"empty.jpg": "is empty", "notes.jpg": "not an image", "cut.png": "truncated",
+            "folder.jpg": "is a directory", "missing.jpg": "no such file"}
+
+
+@pytest.mark.parametrize("name", ["empty.jpg", "notes.jpg", "cut.png", "folder.jpg", "missing.jpg"])
+def test_each_bad_image_gets_one_line(tiny, tmp_path, capsys, name):
+    reason = bad_images(tmp_path)[name]
+    code, out, err = run(capsys, tmp_path / name, "--clip", tiny.clip, "--keywords-only")
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert name in err and reason in err
+
+
+def test_no_poet_prints_keywords_then_how_to_get_one(tiny, photo, capsys):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip)
+    assert code == 1
+    assert "关键词" in out and poem_rows(out) == []
+    assert len(err.strip().splitlines()) == 1
+    assert "no poet found" in err and "--poet" in err and "train/t5.py" in err
+
+
+def test_keywords_only_never_loads_the_poet(tiny, photo, capsys):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--poet", "./no/such/poet",
+                         "--keywords-only", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result["keywords"]) == 5 and result["lines"] == []
+
+
+def test_poet_from_environment(tiny, photo, capsys, monkeypatch):
+    monkeypatch.setenv("POEMGEN_POET", tiny.poet)
+    code, out, err = run(capsys, photo, "--clip", tiny.clip)
+    assert code == 0, err
+    assert len(poem_rows(out)) == 4
+
+
+def broken_models(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    no_metadata = shutil.copytree(tiny.poet, tmp_path / "no-metadata")
+    (no_metadata / prompt.METADATA_FILE).unlink()
+    (tmp_path / "file.bin").write_bytes(b"x")
+    return {
+        "clip-missing": (["--clip", str(tmp_path / "nope")], "CLIP model", "no such folder"),
+        "clip-empty": (["--clip", str(tmp_path / "empty")], "CLIP model", "no model weights"),
+        "clip-not-cached": (["--clip", "OFA-Sys/not-a-cached-model"], "CLIP model",
+                            "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+        "clip-is-file": (["--clip", str(tmp_path / "file.bin")], "CLIP model", "is a file"),
+        "poet-missing": (["--poet", "./nope"], "poet", "no such folder"),
+        "poet-no-metadata": (["--poet", str(no_metadata)], "poet", "prompt format is unknown"),
+        "poet-not-cached": (["--poet", "someone/not-a-cached-poet"], "poet",
+                            "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+    }
+
+
+@pytest.mark.parametrize("case", ["clip-missing", "clip-empty", "clip-not-cached", "clip-is-file",
+                                  "poet-missing", "poet-no-metadata", "poet-not-cached"])
+def test_model_errors_are_one_clear_line(tiny, photo, tmp_path, capsys, case):
+    args, role, reason = broken_models(tiny, tmp_path)[case]
+    defaults = {"--clip": tiny.clip, "--poet": tiny.poet}
+    defaults[args[0]] = args[1]
+    code, out, err = run(capsys, photo, *[x for kv in defaults.items() for x in kv])
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"poemgen: error: {role} '{args[1]}'") and reason in err
+
+
+def test_malformed_vocabulary_names_file_and_line(tiny, photo, tmp_path, capsys):
+    vocab = tmp_path / "mine.txt"
+    vocab.write_text("明月\t天象\n孤舟 建筑器物\n", encoding="utf-8")
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--vocab", vocab)
+    assert code == 1 and f"{vocab}:2:" in err and len(err.strip().splitlines()) == 1
+
+
+def test_own_vocabulary_is_used(tiny, photo, tmp_path, capsys):
+    vocab = tmp_path / "mine.txt"
+    vocab.write_text("明月\t天象\n孤舟\t建筑器物\n寒梅\t草木\n", encoding="utf-8")
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--json",
+                         "--vocab", vocab, "--topk", 10)
+    assert code == 0, err
+    assert sorted(k["word"] for k in json.loads(out)["keywords"]) == ["孤舟", "寒梅", "明月"]
+
+
+def test_bad_device_is_one_line(tiny, photo, capsys):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--device", "nonsense")
+    assert code == 1 and "device 'nonsense'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--topk", "0", "x.jpg"], ["--lines", "6", "x.jpg"], []])
+def test_bad_arguments_exit_with_usage(capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "usage: poemgen" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("poemgen 0.")

@@ -1,0 +1,100 @@
+import pytest
+import torch
+from PIL import Image
+from transformers import ChineseCLIPModel
+
+from poemgen.keywords import KeywordScorer, Vocabulary, VocabularyError
+
+SMALL = Vocabulary.parse("明月\t天象\n孤舟\t建筑器物\n寒梅\t草木\n青山\t山水\n")
+
+
+def images():
+    return [Image.new("RGB", (40, 30), c) for c in ((200, 20, 20), (20, 200, 20), (20, 20, 200))]
+
+
+def test_default_vocabulary_is_valid_and_packaged():
+    vocabulary = Vocabulary.default()
+    assert len(vocabulary.words) >= 300
+    assert len(set(vocabulary.words)) == len(vocabulary.words)
+    assert {"天象", "山水", "草木", "情思"} <= set(vocabulary.categories)
+
+
+def test_scores_are_probabilities_sorted_best_first(tiny):
+    scorer = KeywordScorer.load(tiny.clip)
+    for keywords in scorer.score(images(), topk=5):
+        assert len(keywords) == 5
+        scores = [k.score for k in keywords]
+        assert scores == sorted(scores, reverse=True)
+        assert all(0 < s <= 1 for s in scores) and sum(scores) <= 1 + 1e-6
+        assert all(k.word in scorer.vocabulary.words for k in keywords)
+
+
+def test_topk_larger_than_the_vocabulary_gives_every_word(tiny):
+    scorer = KeywordScorer.load(tiny.clip, vocabulary=SMALL)
+    (keywords,) = scorer.score(images()[:1], topk=50)
+    assert sorted(k.word for k in keywords) == sorted(SMALL.words)
+    assert sum(k.score for k in keywords) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_batched_scoring_equals_one_at_a_time(tiny):
+    scorer = KeywordScorer.load(tiny.clip)
+    together = scorer.score(images(), topk=3, batch_size=2)
+    alone = [scorer.score([image], topk=3)[0] for image in images()]
+    for a, b in zip(together, alone):
+        assert [k.word for k in a] == [k.word for k in b]
+        assert [k.score for k in a] == pytest.approx([k.score for k in b], abs=1e-5)
+
+
+def test_text_embeddings_average_the_normalised_templates(tiny):
+    templates = ("{}", "{}的照片")
+    scorer = KeywordScorer.load(tiny.clip, vocabulary=SMALL, templates=templates)
+    with torch.no_grad():
+        inputs = scorer.processor(text=["明月", "明月的照片"], padding=True, return_tensors="pt")
+        each = torch.nn.functional.normalize(scorer.model.get_text_features(**inputs).pooler_output, dim=-1)
+    expected = torch.nn.functional.normalize(each.mean(0), dim=-1)
+    assert torch.allclose(scorer.text_embeddings[0], expected, atol=1e-5)
+    assert torch.allclose(scorer.text_embeddings.norm(dim=-1), torch.ones(len(SMALL.words)), atol=1e-5)
+
+
+def test_embedding_cache_is_reused_and_invalidated(tiny, isolated_home, monkeypatch):
+    first = KeywordScorer.load(tiny.clip, vocabulary=SMALL)
+    assert not first.cache_hit
+    assert len(list((isolated_home / "embeddings").glob("*.pt"))) == 1
+
+    def no_text_encoding(*args, **kwargs):
+        raise AssertionError("the vocabulary was encoded again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ChineseCLIPModel, "get_text_features", no_text_encoding)
+        second = KeywordScorer.load(tiny.clip, vocabulary=SMALL)
+    assert second.cache_hit
+    assert torch.equal(first.text_embeddings, second.text_embeddings)
+
+    grown = Vocabulary.parse("明月\t天象\n孤舟\t建筑器物\n寒梅\t草木\n青山\t山水\n落日\t天象\n")
+    assert not KeywordScorer.load(tiny.clip, vocabulary=grown).cache_hit
+    assert not KeywordScorer.load(tiny.clip, vocabulary=SMALL, templates=("{}的画",)).cache_hit
+    assert len(list((isolated_home / "embeddings").glob("*.pt"))) == 3
+
+
+@pytest.mark.parametrize("text,message", [
+    ("明月 天象\n", r":1: expected WORD<TAB>CATEGORY"),
+    ("# comment\n\n明月\t天象\nmoon\t天象\n", r":4: 'moon' is not 1-8 Chinese characters"),
+    ("明月\t天象\n孤舟\t器物\n明月\t天象\n", r":3: '明月' already appears on line 1"),
+    ("明月\t\n", r":1: expected WORD<TAB>CATEGORY"),
+    ("# only comments\n", r"no words found"),
+])
+def test_malformed_vocabulary_names_the_line(tmp_path, text, message):
+    path = tmp_path / "vocab.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(VocabularyError, match=message) as error:
+        Vocabulary.from_file(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unreadable_vocabulary_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("明月\t天象\n".encode("gbk"))
+    with pytest.raises(VocabularyError, match="cannot be read"):
+        Vocabulary.from_file(path)
+    with pytest.raises(VocabularyError, match="cannot be read"):
+        Vocabulary.from_file(tmp_path / "missing.txt")

@@ -1,0 +1,90 @@
+import io
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import poemgen
+from poemgen import PoemgenError
+
+LINE = re.compile(r"^[\u4e00-\u9fff]{5}[，。]$")
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny):
+    return poemgen.load(clip=tiny.clip, poet=tiny.poet, device="cpu")
+
+
+def assert_quatrain(poem, topk=5):
+    assert isinstance(poem, poemgen.Poem)
+    assert len(poem.lines) == 4 and all(len(line) == 5 for line in poem.lines)
+    assert len(poem.keywords) == topk and isinstance(poem.keywords[0], poemgen.Keyword)
+    assert str(poem) == poem.text
+    rows = poem.text.split("\n")
+    assert len(rows) == 4 and all(LINE.match(row) for row in rows)
+    assert [row[-1] for row in rows] == ["，", "。", "，", "。"]
+
+
+def test_write_accepts_every_kind_of_image(pipe, photo):
+    data = photo.read_bytes()
+    sources = [str(photo), Path(photo), Image.open(photo), data, io.BytesIO(data)]
+    poems = [pipe.write(source, topk=5, seed=1) for source in sources]
+    for poem in poems:
+        assert_quatrain(poem)
+    assert len({poem.text for poem in poems}) == 1  # same picture, same seed, same poem
+
+
+def test_write_batch_gives_one_poem_per_image(pipe, tmp_path):
+    from conftest import make_photo
+
+    photos = [make_photo(tmp_path / f"{i}.png", (i * 60, 80, 200 - i * 50)) for i in range(3)]
+    poems = pipe.write_batch(photos, topk=3, lines=8, chars=7, seed=0)
+    assert len(poems) == 3
+    for poem in poems:
+        assert len(poem.lines) == 8 and all(len(line) == 7 for line in poem.lines)
+        assert len(poem.keywords) == 3
+
+
+def test_to_dict_has_the_json_shape(pipe, photo):
+    data = pipe.write(photo, seed=0).to_dict(image="photo.jpg")
+    assert set(data) == {"image", "keywords", "lines", "poem"}
+    assert set(data["keywords"][0]) == {"word", "score"}
+
+
+def test_module_level_write_builds_one_default_pipeline(tiny, photo, monkeypatch):
+    monkeypatch.setenv("POEMGEN_CLIP", tiny.clip)
+    monkeypatch.setenv("POEMGEN_POET", tiny.poet)
+    monkeypatch.setattr(poemgen, "_default_pipeline", None)
+    loads = []
+    real_load = poemgen.load
+    monkeypatch.setattr(poemgen, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    assert_quatrain(poemgen.write(photo, topk=5, seed=0))
+    assert_quatrain(poemgen.write(str(photo), topk=5, seed=0))
+    assert len(loads) == 1
+
+
+def test_poet_found_in_the_default_folder(tiny, photo, isolated_home):
+    shutil.copytree(tiny.poet, isolated_home / "poet")
+    assert_quatrain(poemgen.load(clip=tiny.clip, device="cpu").write(photo))
+
+
+def test_without_a_poet_keywords_still_work(tiny, photo):
+    with pytest.raises(PoemgenError, match="no poet found"):
+        poemgen.load(clip=tiny.clip, device="cpu")
+    keywords_only = poemgen.load(clip=tiny.clip, device="cpu", need_poet=False)
+    assert len(keywords_only.keywords(photo, topk=4)) == 4
+    with pytest.raises(PoemgenError, match="no poet found"):
+        keywords_only.write(photo)
+
+
+def test_bad_image_raises_a_user_error(pipe, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a photo")
+    with pytest.raises(PoemgenError, match="notes.txt"):
+        pipe.write(tmp_path / "notes.txt")
+
+
+def test_unusable_device_is_a_user_error(tiny):
+    with pytest.raises(PoemgenError, match="device 'nonsense'"):
+        poemgen.load(clip=tiny.clip, poet=tiny.poet, device="nonsense")

@@ -1,0 +1,90 @@
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+from poemgen import prompt
+from poemgen.models import ModelLoadError
+from poemgen.poet import DecodingOptions, LineLengthProcessor, Poet
+from poemgen.prompt import Form
+
+HAN = re.compile(r"^[\u4e00-\u9fff]+$")
+KEYWORDS = [["明月", "孤舟", "寒梅"], ["青山", "白云"], ["落日"]]
+
+
+@pytest.fixture(scope="module")
+def poet(tiny):
+    return Poet.load(tiny.poet, "cpu")
+
+
+@pytest.mark.parametrize("form", [Form(4, 5), Form(4, 7), Form(8, 5), Form(8, 7)])
+@pytest.mark.parametrize("temperature", [0.0, 0.9, 3.0])
+def test_every_line_has_exactly_the_requested_characters(poet, form, temperature):
+    poems = poet.write(KEYWORDS, form, DecodingOptions(temperature=temperature, top_p=1.0, seed=3))
+    assert len(poems) == len(KEYWORDS)
+    for poem in poems:
+        assert len(poem) == form.lines
+        for line in poem:
+            assert len(line) == form.chars and HAN.match(line), line
+
+
+def test_same_seed_same_poem_and_greedy_is_deterministic(poet):
+    form = Form(4, 5)
+    assert poet.write(KEYWORDS, form, DecodingOptions(seed=7)) == \
+        poet.write(KEYWORDS, form, DecodingOptions(seed=7))
+    greedy = DecodingOptions(temperature=0)
+    assert poet.write(KEYWORDS, form, greedy) == poet.write(KEYWORDS, form, greedy)
+
+
+def test_different_seeds_give_different_poems(poet):
+    form = Form(4, 7)
+    poems = {str(poet.write(KEYWORDS, form, DecodingOptions(temperature=1.5, seed=s))) for s in range(4)}
+    assert len(poems) > 1
+
+
+def test_processor_counts_characters_not_tokens(poet):
+    """After tokens worth 3 characters, only pieces of 1-2 characters (no boundary mark) remain."""
+    table = poet.table
+    three_chars = [i for i in range(len(table.chars)) if table.chars[i] == 3 and not table.leading[i]]
+    assert three_chars, "the tiny tokenizer should have multi-character pieces"
+    processor = LineLengthProcessor(table, 5, poet.tokenizer.eos_token_id, torch.device("cpu"))
+    input_ids = torch.tensor([[0, three_chars[0]]])
+    scores = processor(input_ids, torch.zeros(1, len(table.chars)))
+    allowed = torch.isfinite(scores[0]).nonzero().flatten()
+    assert len(allowed) > 0
+    assert all(1 <= table.chars[i] <= 2 and not table.leading[i] for i in allowed.tolist())
+
+    done = torch.tensor([[0] + [three_chars[0]] + [i for i in range(len(table.chars))
+                                                   if table.chars[i] == 2 and not table.leading[i]][:1]])
+    scores = processor(done, torch.zeros(1, len(table.chars)))
+    assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [poet.tokenizer.eos_token_id]
+
+
+def copy_poet(tiny, tmp_path):
+    folder = tmp_path / "poet"
+    shutil.copytree(tiny.poet, folder)
+    return folder
+
+
+def test_poet_without_metadata_is_refused(tiny, tmp_path):
+    folder = copy_poet(tiny, tmp_path)
+    (folder / prompt.METADATA_FILE).unlink()
+    with pytest.raises(ModelLoadError, match="prompt format is unknown"):
+        Poet.load(str(folder))
+
+
+def test_poet_with_another_format_version_is_refused(tiny, tmp_path):
+    folder = copy_poet(tiny, tmp_path)
+    (folder / prompt.METADATA_FILE).write_text(json.dumps(
+        {"prompt_format": prompt.FORMAT_NAME, "format_version": prompt.FORMAT_VERSION + 1}))
+    with pytest.raises(ModelLoadError, match="trained on prompt format"):
+        Poet.load(str(folder))
+
+
+def test_poet_with_broken_metadata_is_refused(tiny, tmp_path):
+    folder = copy_poet(tiny, tmp_path)
+    (folder / prompt.METADATA_FILE).write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot be read"):
+        Poet.load(str(folder))
