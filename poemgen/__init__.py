@@ -13,9 +13,11 @@ Heavy modules load on first use, so `import poemgen` stays cheap.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["load", "write", "Poem", "Keyword", "Pipeline", "PoemgenError", "__version__"]
+__all__ = ["load", "write", "Poem", "PoemOptions", "Keyword", "Pipeline", "PoemgenError",
+           "__version__"]
 
 from poemgen.errors import PoemgenError
+from poemgen.options import PoemOptions
 
 _default_pipeline = None
 
@@ -27,12 +29,15 @@ def load(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-def write(image, **options):
-    """Write a poem about `image` with a default pipeline, built on first use and then reused."""
+def write(image, options: PoemOptions | None = None, **overrides):
+    """Write a poem about `image` with a default pipeline, built on first use and then reused.
+
+    Keyword arguments override fields of `PoemOptions` (topk, lines, chars, seed, …).
+    """
     global _default_pipeline
     if _default_pipeline is None:
         _default_pipeline = load()
-    return _default_pipeline.write(image, **options)
+    return _default_pipeline.write(image, options, **overrides)
 
 
 def __getattr__(name: str):

@@ -65,21 +65,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from poemgen.options import PoemOptions
+
+    options = PoemOptions(topk=args.topk, lines=args.lines, chars=args.chars,
+                          temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     quiet_transformers()
     from poemgen.images import load_image
     from poemgen.models import no_poet_message, resolve_poet
-    from poemgen.pipeline import load
-    from poemgen.poet import DecodingOptions
-    from poemgen.prompt import Form
+    from poemgen.pipeline import Poem, load
 
-    if not 0 < args.top_p <= 1 or args.temperature < 0:
-        raise PoemgenError("--top-p must be in (0, 1] and --temperature at least 0")
     poet = None if args.keywords_only else resolve_poet(args.poet)
     pipeline = load(clip=args.clip, poet=poet, device=args.device, vocabulary=args.vocab,
                     need_poet=poet is not None)
-    form = Form(args.lines, args.chars)
-    options = DecodingOptions(args.temperature, args.top_p, args.seed)
-
     failed = False
     for start in range(0, len(args.images), BATCH_SIZE):
         names, images = [], []
@@ -92,11 +89,10 @@ def run(args: argparse.Namespace) -> int:
                 failed = True
         if not images:
             continue
-        keywords = pipeline.scorer.score(images, args.topk)
+        keywords = pipeline.scorer.score(images, options.topk)
         if pipeline.poet is not None:
-            poems = pipeline.write_from_keywords(keywords, form, options)
+            poems = pipeline.write_from_keywords(keywords, options)
         else:
-            from poemgen.pipeline import Poem
             poems = [Poem([], words) for words in keywords]
         for name, poem in zip(names, poems):
             show(name, poem, as_json=args.json)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,8 +12,11 @@ from poemgen.images import ImageSource, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
 from poemgen.errors import PoemgenError
 from poemgen.models import ModelLoadError, no_poet_message, resolve_clip, resolve_poet
-from poemgen.poet import DecodingOptions, Poet
-from poemgen.prompt import Form, format_poem
+from poemgen.options import PoemOptions
+from poemgen.prompt import format_poem
+
+if TYPE_CHECKING:  # the poet's module (and T5) is imported only when a poet is loaded
+    from poemgen.poet import Poet
 
 
 @dataclass
@@ -53,7 +57,7 @@ def choose_device(requested: str | None = None) -> torch.device:
 class Pipeline:
     """Chinese-CLIP keyword scoring plus an optional poet, loaded once and reused."""
 
-    def __init__(self, scorer: KeywordScorer, poet: Poet | None = None):
+    def __init__(self, scorer: KeywordScorer, poet: "Poet | None" = None):
         self.scorer = scorer
         self.poet = poet
 
@@ -63,24 +67,23 @@ class Pipeline:
     def keywords_batch(self, images: list[ImageSource], topk: int = 5) -> list[list[Keyword]]:
         return self.scorer.score([load_image(image) for image in images], topk)
 
-    def write(self, image: ImageSource, *, topk: int = 5, lines: int = 4, chars: int = 5,
-              seed: int | None = None, temperature: float = 0.9, top_p: float = 0.9) -> Poem:
-        return self.write_batch([image], topk=topk, lines=lines, chars=chars, seed=seed,
-                                temperature=temperature, top_p=top_p)[0]
+    def write(self, image: ImageSource, options: PoemOptions | None = None, **overrides) -> Poem:
+        """A poem about `image`; keyword arguments override fields of `PoemOptions`."""
+        return self.write_batch([image], options, **overrides)[0]
 
-    def write_batch(self, images: list[ImageSource], *, topk: int = 5, lines: int = 4,
-                    chars: int = 5, seed: int | None = None, temperature: float = 0.9,
-                    top_p: float = 0.9) -> list[Poem]:
+    def write_batch(self, images: list[ImageSource], options: PoemOptions | None = None,
+                    **overrides) -> list[Poem]:
         """Poems for many images: CLIP and the poet each run over the whole batch."""
-        form = Form(lines, chars)
-        keywords = self.keywords_batch(images, topk)
-        return self.write_from_keywords(keywords, form, DecodingOptions(temperature, top_p, seed))
-
-    def write_from_keywords(self, keywords: list[list[Keyword]], form: Form,
-                            options: DecodingOptions = DecodingOptions()) -> list[Poem]:
+        options = replace(options or PoemOptions(), **overrides)
         if self.poet is None:
             raise ModelLoadError(no_poet_message())
-        written = self.poet.write([[k.word for k in words] for words in keywords], form, options)
+        return self.write_from_keywords(self.keywords_batch(images, options.topk), options)
+
+    def write_from_keywords(self, keywords: list[list[Keyword]],
+                            options: PoemOptions = PoemOptions()) -> list[Poem]:
+        if self.poet is None:
+            raise ModelLoadError(no_poet_message())
+        written = self.poet.write([[k.word for k in words] for words in keywords], options)
         return [Poem(poem_lines, words) for poem_lines, words in zip(written, keywords)]
 
 
@@ -101,6 +104,8 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
         poet_name = resolve_poet(poet)
         if poet_name is None:
             raise ModelLoadError(no_poet_message())
+        from poemgen.poet import Poet
+
         poet_model = Poet.load(poet_name, device)
     scorer = KeywordScorer.load(clip, device, vocabulary, templates)
     return Pipeline(scorer, poet_model)

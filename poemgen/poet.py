@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 
 import torch
 from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
@@ -21,19 +20,10 @@ from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessor, Logi
 
 from poemgen import prompt
 from poemgen.models import ModelLoadError, check_local, load_error
-from poemgen.prompt import Form
+from poemgen.options import PoemOptions
 
 _HAN = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+$")
 _SPACE = "▁"  # sentencepiece's word-boundary mark
-
-
-@dataclass(frozen=True)
-class DecodingOptions:
-    """How the poet samples; shared by the CLI, the library and the HTTP API."""
-
-    temperature: float = 0.9  # 0 decodes greedily; higher is bolder
-    top_p: float = 0.9        # nucleus sampling: keep the smallest token set with this much mass
-    seed: int | None = None   # seeds torch's generator for reproducible poems
 
 
 class TokenTable:
@@ -115,9 +105,9 @@ class Poet:
         device = torch.device(device)
         return cls(model.to(device).eval(), tokenizer, device, name)
 
-    def write(self, keywords: list[list[str]], form: Form,
-              options: DecodingOptions = DecodingOptions()) -> list[list[str]]:
+    def write(self, keywords: list[list[str]], options: PoemOptions = PoemOptions()) -> list[list[str]]:
         """One poem (a list of lines) for each keyword list, all written as one batch."""
+        form = options.form
         if options.seed is not None:
             torch.manual_seed(options.seed)
         poems: list[list[str]] = [[] for _ in keywords]
@@ -129,7 +119,7 @@ class Poet:
 
     @torch.inference_mode()
     def generate_lines(self, prompts: list[str], length: int,
-                       options: DecodingOptions) -> list[str]:
+                       options: PoemOptions) -> list[str]:
         inputs = self.tokenizer(prompts, padding=True, truncation=True, max_length=512,
                                 return_tensors="pt").to(self.device)
         eos = self.tokenizer.eos_token_id

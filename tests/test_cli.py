@@ -147,6 +147,12 @@ def test_own_vocabulary_is_used(tiny, photo, tmp_path, capsys):
     assert sorted(k["word"] for k in json.loads(out)["keywords"]) == ["孤舟", "寒梅", "明月"]
 
 
+@pytest.mark.parametrize("bad", [["--temperature", "-1"], ["--top-p", "2"]])
+def test_bad_sampling_options_are_one_line(photo, capsys, bad):
+    code, out, err = run(capsys, photo, *bad)
+    assert code == 1 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+
+
 def test_bad_device_is_one_line(tiny, photo, capsys):
     code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--device", "nonsense")
     assert code == 1 and "device 'nonsense'" in err and len(err.strip().splitlines()) == 1

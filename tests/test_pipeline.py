@@ -88,3 +88,18 @@ def test_bad_image_raises_a_user_error(pipe, tmp_path):
 def test_unusable_device_is_a_user_error(tiny):
     with pytest.raises(PoemgenError, match="device 'nonsense'"):
         poemgen.load(clip=tiny.clip, poet=tiny.poet, device="nonsense")
+
+
+@pytest.mark.parametrize("bad", [{"topk": 0}, {"lines": 6}, {"chars": 4}, {"temperature": -1},
+                                 {"top_p": 0}, {"top_p": 1.5}])
+def test_bad_options_are_user_errors(pipe, photo, bad):
+    with pytest.raises(PoemgenError):
+        pipe.write(photo, **bad)
+
+
+def test_options_object_and_overrides(pipe, photo):
+    from poemgen.options import PoemOptions
+
+    options = PoemOptions(topk=3, chars=7, seed=5)
+    poem = pipe.write(photo, options, lines=8)
+    assert len(poem.keywords) == 3 and len(poem.lines) == 8 and len(poem.lines[0]) == 7

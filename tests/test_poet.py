@@ -7,8 +7,8 @@ import torch
 
 from poemgen import prompt
 from poemgen.models import ModelLoadError
-from poemgen.poet import DecodingOptions, LineLengthProcessor, Poet
-from poemgen.prompt import Form
+from poemgen.options import PoemOptions
+from poemgen.poet import LineLengthProcessor, Poet
 
 HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 KEYWORDS = [["明月", "孤舟", "寒梅"], ["青山", "白云"], ["落日"]]
@@ -19,28 +19,27 @@ def poet(tiny):
     return Poet.load(tiny.poet, "cpu")
 
 
-@pytest.mark.parametrize("form", [Form(4, 5), Form(4, 7), Form(8, 5), Form(8, 7)])
+@pytest.mark.parametrize("lines,chars", [(4, 5), (4, 7), (8, 5), (8, 7)])
 @pytest.mark.parametrize("temperature", [0.0, 0.9, 3.0])
-def test_every_line_has_exactly_the_requested_characters(poet, form, temperature):
-    poems = poet.write(KEYWORDS, form, DecodingOptions(temperature=temperature, top_p=1.0, seed=3))
+def test_every_line_has_exactly_the_requested_characters(poet, lines, chars, temperature):
+    options = PoemOptions(lines=lines, chars=chars, temperature=temperature, top_p=1.0, seed=3)
+    poems = poet.write(KEYWORDS, options)
     assert len(poems) == len(KEYWORDS)
     for poem in poems:
-        assert len(poem) == form.lines
+        assert len(poem) == lines
         for line in poem:
-            assert len(line) == form.chars and HAN.match(line), line
+            assert len(line) == chars and HAN.match(line), line
 
 
 def test_same_seed_same_poem_and_greedy_is_deterministic(poet):
-    form = Form(4, 5)
-    assert poet.write(KEYWORDS, form, DecodingOptions(seed=7)) == \
-        poet.write(KEYWORDS, form, DecodingOptions(seed=7))
-    greedy = DecodingOptions(temperature=0)
-    assert poet.write(KEYWORDS, form, greedy) == poet.write(KEYWORDS, form, greedy)
+    seeded = PoemOptions(seed=7)
+    assert poet.write(KEYWORDS, seeded) == poet.write(KEYWORDS, seeded)
+    greedy = PoemOptions(temperature=0)
+    assert poet.write(KEYWORDS, greedy) == poet.write(KEYWORDS, greedy)
 
 
 def test_different_seeds_give_different_poems(poet):
-    form = Form(4, 7)
-    poems = {str(poet.write(KEYWORDS, form, DecodingOptions(temperature=1.5, seed=s))) for s in range(4)}
+    poems = {str(poet.write(KEYWORDS, PoemOptions(chars=7, temperature=1.5, seed=s))) for s in range(4)}
     assert len(poems) > 1
 
 
