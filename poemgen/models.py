@@ -2,30 +2,52 @@
 
 Every model argument is a Hugging Face Hub id or a local folder. Loading goes through the
 Hub's own cache, so `HF_HUB_OFFLINE=1` and `HF_HOME` behave as users of transformers expect.
-The poet lookup lives in `resolve_poet` alone, so a new fallback slots in at one place.
+`KNOWN_MODELS` is the one table of public checkpoints (like whisper's `_MODELS`), and the poet
+lookup lives in `resolve_poet` alone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from poemgen.errors import PoemgenError
 
 DEFAULT_CLIP = "OFA-Sys/chinese-clip-vit-base-patch16"
+DEFAULT_POET = "hululuzhu/chinese-poem-t5-mengzi-finetune"
 CLIP_ENV = "POEMGEN_CLIP"
 POET_ENV = "POEMGEN_POET"
 HOME_ENV = "POEMGEN_HOME"
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
-_POET_HOWTO = (f"pass --poet FOLDER_OR_HUB_ID, set ${POET_ENV}, or put a poet fine-tuned with "
-               "train/t5.py in {default}")
 
 
 class ModelLoadError(PoemgenError):
     """A model that cannot be found or loaded."""
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    id: str
+    role: str                  # "clip" scores keywords, "poet" writes
+    size: str                  # what `from_pretrained` downloads
+    about: str
+    prompt_format: str = ""    # poets only: a name in poemgen.prompt.FORMATS
+
+
+KNOWN_MODELS = {m.id: m for m in (
+    KnownModel(DEFAULT_CLIP, "clip", "753 MB", "ViT-B/16 + RoBERTa-wwm-base; the default"),
+    KnownModel("OFA-Sys/chinese-clip-vit-large-patch14", "clip", "1.63 GB", "ViT-L/14, 224 px"),
+    KnownModel("OFA-Sys/chinese-clip-vit-large-patch14-336px", "clip", "1.63 GB",
+               "ViT-L/14, 336 px"),
+    KnownModel("OFA-Sys/chinese-clip-vit-huge-patch14", "clip", "3.83 GB", "ViT-H/14"),
+    KnownModel(DEFAULT_POET, "poet", "990 MB",
+               "Mengzi-T5 fine-tuned on Tang and Song poems, writes from a title; the default",
+               prompt_format="title"),
+)}
 
 
 def poemgen_home() -> Path:
@@ -42,22 +64,26 @@ def resolve_clip(explicit: str | os.PathLike | None = None) -> str:
     return os.fspath(explicit) if explicit else os.environ.get(CLIP_ENV) or DEFAULT_CLIP
 
 
-def resolve_poet(explicit: str | os.PathLike | None = None) -> str | None:
-    """The poet to use: the explicit argument, then $POEMGEN_POET, then the default folder.
-
-    Returns None when no poet is found; `no_poet_message` says how to get one.
-    """
+def resolve_poet(explicit: str | os.PathLike | None = None) -> str:
+    """The poet to use: the explicit argument, then $POEMGEN_POET, then the default folder
+    (where a poet fine-tuned with train/t5.py goes), then the public default poet."""
     if explicit:
         return os.fspath(explicit)
     if os.environ.get(POET_ENV):
         return os.environ[POET_ENV]
     if default_poet_folder().is_dir():
         return str(default_poet_folder())
-    return None
+    return DEFAULT_POET
 
 
-def no_poet_message() -> str:
-    return "no poet found: " + _POET_HOWTO.format(default=default_poet_folder())
+def is_cached(model_id: str) -> bool:
+    """Whether a Hub model's config and weights are in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(model_id, filename), str)
+
+    return cached("config.json") and any(cached(f) for f in _WEIGHT_FILES)
 
 
 def check_local(role: str, name: str) -> None:
@@ -85,16 +111,17 @@ def load_error(role: str, name: str, error: Exception) -> ModelLoadError:
     from huggingface_hub import constants
 
     reason = " ".join(str(error).split()).split(". ")[0][:200]
+    flag = "--clip" if role == "CLIP model" else "--poet"
     if Path(name).expanduser().is_dir():
         return ModelLoadError(f"{role} '{name}': cannot be loaded from this folder ({reason}); "
                               "pass a folder written by save_pretrained")
     if constants.HF_HUB_OFFLINE or "connect" in reason.lower():
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
         return ModelLoadError(f"{role} '{name}': not in the local Hugging Face cache and {why}; "
-                              f"download it on a connected machine (`hf download {name}`) and "
-                              "copy the cache here, or pass a local folder")
+                              f"fetch it on a connected machine with `hf download {name}` and "
+                              f"copy the cache here, or pass {flag} FOLDER")
     return ModelLoadError(f"{role} '{name}': cannot be loaded from the Hub ({reason}); "
-                          "check the id, or pass a local folder")
+                          f"check the id, or pass {flag} FOLDER")
 
 
 def fingerprint(name: str) -> str:

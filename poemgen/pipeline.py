@@ -11,7 +11,7 @@ import torch
 from poemgen.images import ImageSource, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
 from poemgen.errors import PoemgenError
-from poemgen.models import ModelLoadError, no_poet_message, resolve_clip, resolve_poet
+from poemgen.models import ModelLoadError, resolve_clip, resolve_poet
 from poemgen.options import PoemOptions
 from poemgen.prompt import format_poem
 
@@ -75,25 +75,30 @@ class Pipeline:
                     **overrides) -> list[Poem]:
         """Poems for many images: CLIP and the poet each run over the whole batch."""
         options = replace(options or PoemOptions(), **overrides)
-        if self.poet is None:
-            raise ModelLoadError(no_poet_message())
+        self._require_poet()
         return self.write_from_keywords(self.keywords_batch(images, options.topk), options)
 
     def write_from_keywords(self, keywords: list[list[Keyword]],
                             options: PoemOptions = PoemOptions()) -> list[Poem]:
-        if self.poet is None:
-            raise ModelLoadError(no_poet_message())
+        self._require_poet()
         written = self.poet.write([[k.word for k in words] for words in keywords], options)
         return [Poem(poem_lines, words) for poem_lines, words in zip(written, keywords)]
 
+    def _require_poet(self) -> None:
+        if self.poet is None:
+            raise ModelLoadError("this pipeline was loaded without a poet (need_poet=False); "
+                                 "load it again with a poet to write poems")
 
-def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None = None, device: str | None = None,
-         vocabulary: str | os.PathLike | Vocabulary | None = None,
-         templates: tuple[str, ...] = DEFAULT_TEMPLATES, need_poet: bool = True) -> Pipeline:
-    """Load Chinese-CLIP and a poet (found by `poemgen.models.resolve_poet`) onto one device.
 
-    `clip` defaults to $POEMGEN_CLIP, else the public Chinese-CLIP base model. With
-    `need_poet=False` the poet is not loaded and the pipeline only scores keywords.
+def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None = None,
+         device: str | None = None, vocabulary: str | os.PathLike | Vocabulary | None = None,
+         templates: tuple[str, ...] = DEFAULT_TEMPLATES, poet_format: str | None = None,
+         need_poet: bool = True) -> Pipeline:
+    """Load Chinese-CLIP and a poet onto one device.
+
+    `clip` defaults to $POEMGEN_CLIP, else the public Chinese-CLIP base model; `poet` is found
+    by `poemgen.models.resolve_poet` and its prompt format from `poet_format`, its metadata or
+    the registry. With `need_poet=False` no poet is loaded and the pipeline only scores keywords.
     """
     clip = resolve_clip(clip)
     device = choose_device(device)
@@ -101,11 +106,8 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
         vocabulary = Vocabulary.from_file(vocabulary)
     poet_model = None
     if need_poet:
-        poet_name = resolve_poet(poet)
-        if poet_name is None:
-            raise ModelLoadError(no_poet_message())
         from poemgen.poet import Poet
 
-        poet_model = Poet.load(poet_name, device)
+        poet_model = Poet.load(resolve_poet(poet), device, poet_format)
     scorer = KeywordScorer.load(clip, device, vocabulary, templates)
     return Pipeline(scorer, poet_model)

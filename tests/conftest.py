@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,9 +57,12 @@ def build_tiny_poet(folder: Path, vocabulary: Vocabulary) -> None:
     sentences = []
     for _ in range(400):  # prompts and lines made of vocabulary words: multi-character pieces
         lines = ["".join(rng.choice(words) for _ in range(3))[:5] for _ in range(rng.randint(0, 3))]
-        sentences.append(prompt.line_prompt(prompt.Form(4, 5), rng.sample(words, 3), lines))
+        sentences.append(prompt.LINES.encoder_text(prompt.Form(4, 5), rng.sample(words, 3), lines))
+        sentences.append(prompt.FORMATS["title"].encoder_text(prompt.Form(), rng.sample(words, 3),
+                                                              [], imitate="李白"))
     for form in (prompt.Form(8, 7), prompt.Form(4, 7), prompt.Form(8, 5)):
-        sentences.append(prompt.line_prompt(form, words[:3], ["一"] * (form.lines - 1)))
+        sentences.append(prompt.LINES.encoder_text(form, words[:3], ["一"] * (form.lines - 1)))
+        sentences.append(prompt.FORMATS["title"].decoder_prefix(["一" * form.chars] * form.lines))
     sentences += words
     model_file = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -92,12 +96,32 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch) -> Path:
-    """Each test gets its own $POEMGEN_HOME and no poet or CLIP from the environment."""
+    """Each test gets its own $POEMGEN_HOME and an empty Hugging Face cache, and no poet or
+    CLIP from the environment, so a developer's own setup never changes a result."""
+    from huggingface_hub import constants
+
     home = tmp_path / "poemgen-home"
     monkeypatch.setenv("POEMGEN_HOME", str(home))
     monkeypatch.delenv("POEMGEN_POET", raising=False)
     monkeypatch.delenv("POEMGEN_CLIP", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     return home
+
+
+@pytest.fixture
+def hub_cache(tmp_path):
+    """Put a folder into the (per-test) Hugging Face cache as if `hf download REPO` had run."""
+    from huggingface_hub import constants
+
+    def add(repo_id: str, folder: str, skip: tuple[str, ...] = ()) -> None:
+        repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+        commit = "0" * 40
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(commit)
+        shutil.copytree(folder, repo / "snapshots" / commit,
+                        ignore=shutil.ignore_patterns(*skip))
+
+    return add
 
 
 def make_photo(path: Path, colour=(30, 90, 160), size=(64, 48)) -> Path:

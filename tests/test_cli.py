@@ -7,6 +7,7 @@ import pytest
 from conftest import make_photo
 from poemgen import prompt
 from poemgen.cli import main
+from poemgen.models import DEFAULT_CLIP, DEFAULT_POET
 
 HAN_LINE = r"[\u4e00-\u9fff]{%d}[，。]"
 
@@ -78,12 +79,91 @@ def test_each_bad_image_gets_one_line(tiny, tmp_path, capsys, name):
     assert name in err and reason in err
 
 
-def test_no_poet_prints_keywords_then_how_to_get_one(tiny, photo, capsys):
+def test_default_poet_offline_prints_keywords_then_one_line(tiny, photo, capsys):
     code, out, err = run(capsys, photo, "--clip", tiny.clip)
     assert code == 1
     assert "关键词" in out and poem_rows(out) == []
     assert len(err.strip().splitlines()) == 1
-    assert "no poet found" in err and "--poet" in err and "train/t5.py" in err
+    assert f"'{DEFAULT_POET}'" in err and "not in the local Hugging Face cache" in err
+    assert f"hf download {DEFAULT_POET}" in err and "--poet FOLDER" in err
+
+
+def test_default_poet_offline_still_gives_json_keywords(tiny, photo, capsys):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--json")
+    assert code == 1 and DEFAULT_POET in err
+    assert len(json.loads(out)["keywords"]) == 5
+
+
+def test_default_poet_from_the_cache_writes_with_the_title_format(tiny, photo, capsys, hub_cache):
+    """The public poet, found in the local cache with HF_HUB_OFFLINE=1 and no metadata file:
+    the registry gives its format, and the poem is written line by line."""
+    hub_cache(DEFAULT_POET, tiny.poet, skip=(prompt.METADATA_FILE,))
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--json", "--chars", 7,
+                         "--imitate", "李白", "--seed", 1)
+    assert code == 0, err
+    lines = json.loads(out)["lines"]
+    assert len(lines) == 4 and all(re.fullmatch(r"[\u4e00-\u9fff]{7}", line) for line in lines)
+
+
+def test_title_format_for_a_folder_without_metadata(tiny, tmp_path, photo, capsys):
+    folder = shutil.copytree(tiny.poet, tmp_path / "plain-t5")
+    (folder / prompt.METADATA_FILE).unlink()
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--poet", folder,
+                         "--poet-format", "title", "--json", "--lines", 8)
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result["lines"]) == 8 and all(len(line) == 5 for line in result["lines"])
+    assert result["poem"] == prompt.format_poem(result["lines"])
+
+
+def test_folder_without_metadata_lists_the_formats(tiny, tmp_path, photo, capsys):
+    folder = shutil.copytree(tiny.poet, tmp_path / "plain-t5")
+    (folder / prompt.METADATA_FILE).unlink()
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--poet", folder)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "prompt format is unknown" in err and "--poet-format lines|title" in err
+
+
+def test_imitate_needs_a_title_poet(tiny, photo, capsys):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--poet", tiny.poet,
+                         "--imitate", "李白")
+    assert code == 1 and "cannot imitate" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("bad", [["--hint", "moon"], ["--imitate", "Li Bai"]])
+def test_hint_and_imitate_must_be_chinese(photo, capsys, bad):
+    code, out, err = run(capsys, photo, *bad)
+    assert code == 1 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_hint_steers_the_lines_poet(tiny, photo, capsys):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--poet", tiny.poet, "--hint", "思乡",
+                         "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["lines"]) == 4
+
+
+def test_models_lists_the_known_models_and_what_is_cached(tiny, capsys, hub_cache):
+    hub_cache(DEFAULT_CLIP, tiny.clip)
+    code, out, err = run(capsys, "models", "--json")
+    assert code == 0, err
+    rows = {row["id"]: row for row in map(json.loads, out.splitlines())}
+    assert rows[DEFAULT_CLIP]["available"] and rows[DEFAULT_CLIP]["in_use"]
+    assert rows[DEFAULT_POET]["prompt_format"] == "title"
+    assert not rows[DEFAULT_POET]["available"] and rows[DEFAULT_POET]["in_use"]
+    assert rows["OFA-Sys/chinese-clip-vit-large-patch14"]["size"] == "1.63 GB"
+
+    code, out, err = run(capsys, "models")
+    assert code == 0 and DEFAULT_CLIP in out and DEFAULT_POET in out
+
+
+def test_models_shows_your_own_poet_in_use(tiny, capsys, isolated_home):
+    shutil.copytree(tiny.poet, isolated_home / "poet")
+    code, out, err = run(capsys, "models", "--json")
+    rows = {row["id"]: row for row in map(json.loads, out.splitlines())}
+    own = rows[str(isolated_home / "poet")]
+    assert own["available"] and own["in_use"] and own["prompt_format"] == "lines"
+    assert not rows[DEFAULT_POET]["in_use"]
 
 
 def test_keywords_only_never_loads_the_poet(tiny, photo, capsys):

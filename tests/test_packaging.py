@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,8 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_wheel_installs_and_writes_a_poem(tiny, photo, tmp_path):
+    source = tmp_path / "source"  # build from a copy: no build/ folder left in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "tests"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(tmp_path / "dist"), str(ROOT)],
+                    "--wheel-dir", str(tmp_path / "dist"), str(source)],
                    check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("poemgen-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -70,12 +70,22 @@ def test_poet_found_in_the_default_folder(tiny, photo, isolated_home):
     assert_quatrain(poemgen.load(clip=tiny.clip, device="cpu").write(photo))
 
 
-def test_without_a_poet_keywords_still_work(tiny, photo):
-    with pytest.raises(PoemgenError, match="no poet found"):
+def test_default_poet_not_cached_is_a_user_error(tiny):
+    with pytest.raises(PoemgenError, match="hululuzhu/chinese-poem-t5-mengzi-finetune"):
         poemgen.load(clip=tiny.clip, device="cpu")
+
+
+def test_default_poet_from_the_cache(tiny, photo, hub_cache):
+    hub_cache("hululuzhu/chinese-poem-t5-mengzi-finetune", tiny.poet, skip=("poemgen.json",))
+    pipe = poemgen.load(clip=tiny.clip, device="cpu")
+    assert pipe.poet.format.name == "title"
+    assert_quatrain(pipe.write(photo, seed=0, imitate="杜甫"))
+
+
+def test_keywords_only_pipeline(tiny, photo):
     keywords_only = poemgen.load(clip=tiny.clip, device="cpu", need_poet=False)
     assert len(keywords_only.keywords(photo, topk=4)) == 4
-    with pytest.raises(PoemgenError, match="no poet found"):
+    with pytest.raises(PoemgenError, match="without a poet"):
         keywords_only.write(photo)
 
 

@@ -77,7 +77,7 @@ def test_poet_without_metadata_is_refused(tiny, tmp_path):
 def test_poet_with_another_format_version_is_refused(tiny, tmp_path):
     folder = copy_poet(tiny, tmp_path)
     (folder / prompt.METADATA_FILE).write_text(json.dumps(
-        {"prompt_format": prompt.FORMAT_NAME, "format_version": prompt.FORMAT_VERSION + 1}))
+        {"prompt_format": "lines", "format_version": prompt.LINES.version + 1}))
     with pytest.raises(ModelLoadError, match="trained on prompt format"):
         Poet.load(str(folder))
 
