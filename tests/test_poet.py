@@ -8,7 +8,8 @@ import torch
 from poemgen import prompt
 from poemgen.models import ModelLoadError
 from poemgen.options import PoemOptions
-from poemgen.poet import LineLengthProcessor, Poet
+from poemgen.errors import PoemgenError
+from poemgen.poet import LineLengthProcessor, Poet, resolve_format
 
 HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 KEYWORDS = [["明月", "孤舟", "寒梅"], ["青山", "白云"], ["落日"]]
@@ -87,3 +88,62 @@ def test_poet_with_broken_metadata_is_refused(tiny, tmp_path):
     (folder / prompt.METADATA_FILE).write_text("{not json")
     with pytest.raises(ModelLoadError, match="cannot be read"):
         Poet.load(str(folder))
+
+
+@pytest.fixture(scope="module")
+def title_poet(tiny):
+    return Poet.load(tiny.poet, "cpu", prompt_format="title")
+
+
+@pytest.mark.parametrize("lines,chars", [(4, 5), (8, 7)])
+@pytest.mark.parametrize("temperature", [0.0, 2.0])
+def test_title_format_writes_exact_lines_with_the_poem_so_far_as_prefix(title_poet, lines, chars,
+                                                                         temperature):
+    """Rows whose prefixes tokenise to different lengths are generated in separate groups."""
+    options = PoemOptions(lines=lines, chars=chars, temperature=temperature, seed=2, imitate="李白")
+    poems = title_poet.write(KEYWORDS * 2, options)
+    for poem in poems:
+        assert len(poem) == lines and all(len(line) == chars and HAN.match(line) for line in poem)
+
+
+def test_title_format_decoder_sees_the_accepted_lines(title_poet, monkeypatch):
+    seen = []
+    real_generate = type(title_poet.model).generate
+
+    def spy(model, *args, **kwargs):
+        text = title_poet.tokenizer.decode(kwargs["decoder_input_ids"][0], skip_special_tokens=True)
+        seen.append("".join(text.split()).replace(",", "，"))  # undo the tokenizer's NFKC
+        return real_generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(title_poet.model), "generate", spy)
+    (poem,) = title_poet.write([["明月"]], PoemOptions(temperature=0))
+    assert seen == ["".join(prompt.punctuate(poem[:i])) for i in range(4)]
+
+
+def test_registry_gives_the_public_poets_format_without_the_network(monkeypatch):
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Hub was asked")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    assert resolve_format("hululuzhu/chinese-poem-t5-mengzi-finetune").name == "title"
+    assert resolve_format("anything/else", "lines").name == "lines"
+
+
+def test_unknown_format_override_is_refused():
+    with pytest.raises(PoemgenError, match="unknown prompt format 'verse'"):
+        resolve_format("anything/else", "verse")
+
+
+def test_metadata_naming_an_unknown_format_is_refused(tiny, tmp_path):
+    folder = copy_poet(tiny, tmp_path)
+    (folder / prompt.METADATA_FILE).write_text(json.dumps({"prompt_format": "sonnet",
+                                                           "format_version": 1}))
+    with pytest.raises(ModelLoadError, match="unknown prompt format 'sonnet'"):
+        Poet.load(str(folder))
+
+
+def test_imitate_is_refused_by_a_lines_poet(poet):
+    with pytest.raises(PoemgenError, match="cannot imitate"):
+        poet.write(KEYWORDS, PoemOptions(imitate="李白"))
