@@ -1,0 +1,354 @@
+"""Fine-tune a T5 poet (default: Langboat/mengzi-t5-base) on CCPC, one example per poem line.
+
+    python data/prepare.py                       # download and check CCPC once
+    accelerate launch train/t5.py                # one GPU, several, or CPU: as `accelerate config` says
+    python train/t5.py --max-steps 200 --mixed-precision no     # plain Python works too
+
+Line i of every poem is one example: the encoder reads the form, the keywords and lines 1..i-1,
+built by `poemgen.prompt.LINES` (the same code that builds prompts at inference), and the
+decoder learns line i. The loop is the canonical accelerate one (run_summarization_no_trainer):
+checkpoints with `save_state` every N steps, written to a temporary folder and renamed, so a kill
+at any moment leaves the last complete checkpoint; `--resume latest` continues bit for bit where
+it stopped (seedable sampler, `set_epoch`, `skip_first_batches` counted in dataloader batches).
+The result is a normal Hugging Face folder plus `poemgen.json`, so `poemgen --poet OUTPUT` uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from poemgen import prompt
+from poemgen.errors import PoemgenError
+from poemgen.models import default_poet_folder, poemgen_home
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "poemgen_trainer_state.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Fine-tune a T5 poet on CCPC (see data/prepare.py).")
+    p.add_argument("--model", default="Langboat/mengzi-t5-base", help="base T5: Hub id or folder")
+    p.add_argument("--data", default=str(poemgen_home() / "data" / "ccpc"),
+                   help="folder written by data/prepare.py")
+    p.add_argument("--output-dir", default=str(default_poet_folder()),
+                   help="where the poet goes (default: the folder poemgen looks in first)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per device per step")
+    p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--scheduler", default="linear", help="linear, cosine, constant_with_warmup …")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--mixed-precision", default="bf16", choices=("bf16", "no", "fp16"),
+                   help="bf16 or no; T5 overflows in fp16, which is refused")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many to keep")
+    p.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="latest|PATH",
+                   help="continue from the latest checkpoint in OUTPUT/checkpoints, or from PATH")
+    p.add_argument("--report-to", default="none", help="none, tensorboard, wandb or all")
+    p.add_argument("--max-train-samples", type=int, help="use only the first N poems (quick runs)")
+    p.add_argument("--max-eval-samples", type=int, default=1000, help="validation poems to score")
+    p.add_argument("--keyword-dropout", type=float, default=0.1,
+                   help="chance to drop each keyword (keeping at least one), so the poet also "
+                        "writes well from CLIP keywords that are not CCPC's")
+    p.add_argument("--shuffle-keywords", action=argparse.BooleanOptionalAction, default=True,
+                   help="shuffle keyword order in the prompt")
+    p.add_argument("--max-source-length", type=int, default=128)
+    p.add_argument("--num-proc", type=int, help="processes for building examples")
+    p.add_argument("--sample-poems", type=int, default=3, help="poems printed at each evaluation")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except PoemgenError as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- data: poems → one example per line, built with the same prompt code as inference ------------
+
+def poems_to_examples(batch: dict, indices: list[int], seed: int, keyword_dropout: float,
+                      shuffle_keywords: bool) -> dict:
+    sources, targets = [], []
+    for index, lines, keywords in zip(indices, batch["lines"], batch["keywords"]):
+        form = prompt.Form(len(lines), len(lines[0]))
+        rng = random.Random(seed * 1_000_003 + index)  # same augmentation whatever num_proc is
+        for i, line in enumerate(lines):
+            words = [w for w in keywords if rng.random() >= keyword_dropout] or [rng.choice(keywords)]
+            if shuffle_keywords:
+                rng.shuffle(words)
+            sources.append(prompt.LINES.encoder_text(form, words, lines[:i]))
+            targets.append(prompt.LINES.target(line))
+    return {"source": sources, "target": targets}
+
+
+def load_poems(data_dir: Path, args):
+    from datasets import load_dataset
+
+    files = {split: data_dir / f"{split}.jsonl" for split in ("train", "valid")}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise PoemgenError(f"data folder '{data_dir}' has no {', '.join(missing)}; run "
+                           "`python data/prepare.py` first (or pass --data)")
+    poems = load_dataset("json", data_files={k: str(v) for k, v in files.items()})
+    if args.max_train_samples:
+        poems["train"] = poems["train"].select(range(min(args.max_train_samples, len(poems["train"]))))
+    if args.max_eval_samples:
+        poems["valid"] = poems["valid"].select(range(min(args.max_eval_samples, len(poems["valid"]))))
+    return poems
+
+
+# --- checkpoints: complete or absent, never half-written -----------------------------------------
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    folder = output_dir / CHECKPOINTS
+    found = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> None:
+    final = output_dir / CHECKPOINTS / f"step-{state['completed_steps']}"
+    partial = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    if accelerator.is_main_process:
+        (partial / STATE_FILE).write_text(json.dumps(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        for old in checkpoint_dirs(output_dir)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def find_resume_point(output_dir: Path, resume: str) -> Path:
+    if resume == "latest":
+        found = checkpoint_dirs(output_dir)
+        if not found:
+            raise PoemgenError(f"--resume latest: no complete checkpoint in "
+                               f"'{output_dir / CHECKPOINTS}'; start without --resume")
+        return found[-1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise PoemgenError(f"--resume '{resume}': not a complete checkpoint folder "
+                           f"(no {STATE_FILE}); pass `latest` or a checkpoints/step-N folder")
+    return path
+
+
+# --- evaluation: validation loss and a few poems written by the model being trained -------------
+
+def evaluate(accelerator, model, dataloader) -> tuple[float, float]:
+    import torch
+
+    model.eval()
+    total_loss, total_tokens = 0.0, 0
+    for batch in dataloader:
+        with torch.no_grad():
+            loss = model(**batch).loss
+        tokens = (batch["labels"] != -100).sum()
+        losses, counts = accelerator.gather_for_metrics((loss.detach() * tokens, tokens))
+        total_loss += losses.sum().item()
+        total_tokens += counts.sum().item()
+    model.train()
+    mean = total_loss / max(total_tokens, 1)
+    return mean, math.exp(min(mean, 50))
+
+
+def sample_poems(accelerator, model, tokenizer, poems, count: int) -> list[str]:
+    from poemgen.options import PoemOptions
+    from poemgen.poet import Poet
+
+    poet = Poet(accelerator.unwrap_model(model), tokenizer, prompt.LINES, accelerator.device)
+    model.eval()
+    shown = []
+    for poem in poems.select(range(min(count, len(poems)))):
+        options = PoemOptions(lines=len(poem["lines"]), chars=len(poem["lines"][0]), temperature=0)
+        (lines,) = poet.write([poem["keywords"]], options)
+        shown.append(f"{' '.join(poem['keywords'])} → {'，'.join(lines)}。")
+    model.train()
+    return shown
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def train(args: argparse.Namespace) -> None:
+    if args.mixed_precision == "fp16":
+        raise PoemgenError("--mixed-precision fp16: T5 overflows in float16 and trains to NaN; "
+                           "use bf16 (Ampere GPUs or newer, and CPUs) or no")
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import (AutoTokenizer, DataCollatorForSeq2Seq, T5ForConditionalGeneration,
+                              get_scheduler)
+    from transformers.utils import logging as hf_logging
+
+    from poemgen.models import check_local, load_error
+
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    if accelerator.mixed_precision == "fp16":
+        raise PoemgenError("accelerate is configured for fp16, which T5 cannot train in; "
+                           "pass --mixed-precision bf16 or no, or change `accelerate config`")
+    hf_logging.set_verbosity_error()
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    if not args.resume and checkpoint_dirs(output_dir):
+        raise PoemgenError(f"'{output_dir}' already has checkpoints; pass --resume latest to "
+                           "continue, or choose another --output-dir")
+
+    check_local("base model", args.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = T5ForConditionalGeneration.from_pretrained(args.model)
+    except (OSError, ValueError) as e:
+        raise load_error("base model", args.model, e) from None
+
+    poems = load_poems(Path(args.data), args)
+    with accelerator.main_process_first():
+        examples = poems.map(
+            poems_to_examples, batched=True, with_indices=True, num_proc=args.num_proc,
+            remove_columns=poems["train"].column_names, desc="poems → line examples",
+            fn_kwargs=dict(seed=args.seed, keyword_dropout=args.keyword_dropout,
+                           shuffle_keywords=args.shuffle_keywords))
+        tokenized = examples.map(
+            lambda batch: tokenizer(batch["source"], text_target=batch["target"],
+                                    max_length=args.max_source_length, truncation=True),
+            batched=True, num_proc=args.num_proc, remove_columns=["source", "target"],
+            desc="tokenising")
+
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    # The loader gets its own generator: creating an iterator draws a seed from it, and from the
+    # global generator that dropout uses if it had none, which would make resumed runs diverge.
+    train_dataloader = DataLoader(tokenized["train"], shuffle=True, collate_fn=collator,
+                                  batch_size=args.batch_size,
+                                  generator=torch.Generator().manual_seed(args.seed))
+    eval_dataloader = DataLoader(tokenized["valid"], collate_fn=collator, batch_size=args.batch_size)
+
+    no_decay = ("bias", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": args.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+         "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr)
+    steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes / args.grad_accum)
+    max_steps = args.max_steps or args.epochs * steps_per_epoch
+    scheduler = get_scheduler(args.scheduler, optimizer,
+                              num_warmup_steps=args.warmup_steps * accelerator.num_processes,
+                              num_training_steps=max_steps * accelerator.num_processes)
+    model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, eval_dataloader, scheduler)
+
+    if args.report_to != "none":
+        accelerator.init_trackers("poemgen-t5", config={k: v for k, v in vars(args).items()
+                                                        if isinstance(v, (int, float, str, bool))})
+    completed_steps, epoch, batch_in_epoch = 0, 0, 0
+    if args.resume:
+        checkpoint = find_resume_point(output_dir, args.resume)
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        completed_steps, epoch, batch_in_epoch = (state["completed_steps"], state["epoch"],
+                                                  state["batch_in_epoch"])
+        accelerator.print(f"resumed from {checkpoint} at step {completed_steps}")
+
+    accelerator.print(f"{len(tokenized['train'])} training examples, {steps_per_epoch} steps per "
+                      f"epoch, {max_steps} steps, {accelerator.num_processes} process(es)")
+    progress = tqdm(total=max_steps, initial=completed_steps, desc="training",
+                    disable=not accelerator.is_local_main_process)
+    model.train()
+    running_loss, running_batches = 0.0, 0
+    # Throughput: training time only (no evaluation or checkpoints), after a few warm-up steps
+    # (CUDA start-up, first allocations).
+    warmup_until = completed_steps + min(5, max(max_steps - completed_steps - 1, 0))
+    timed_since, timed_seconds, timed_examples, timed_tokens = None, 0.0, 0, 0
+    while completed_steps < max_steps:
+        train_dataloader.set_epoch(epoch)
+        batches = (accelerator.skip_first_batches(train_dataloader, batch_in_epoch)
+                   if batch_in_epoch else train_dataloader)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            batch_in_epoch += 1
+            running_loss += loss.detach().float().item()  # also waits for the device
+            running_batches += 1
+            if timed_since is not None:
+                timed_examples += len(batch["input_ids"]) * accelerator.num_processes
+                timed_tokens += int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum()
+                                    ) * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            completed_steps += 1
+            progress.update(1)
+            if timed_since is not None:
+                timed_seconds += time.perf_counter() - timed_since
+            mean_loss = running_loss / running_batches
+            running_loss, running_batches = 0.0, 0
+            progress.set_postfix(loss=f"{mean_loss:.3f}")
+            accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]},
+                            step=completed_steps)
+            if completed_steps % args.eval_every == 0 or completed_steps == max_steps:
+                eval_loss, perplexity = evaluate(accelerator, model, eval_dataloader)
+                accelerator.print(f"step {completed_steps}: train loss {mean_loss:.4f}, "
+                                  f"valid loss {eval_loss:.4f}, perplexity {perplexity:.2f}")
+                accelerator.log({"valid/loss": eval_loss, "valid/perplexity": perplexity},
+                                step=completed_steps)
+                if accelerator.is_main_process and args.sample_poems:
+                    for line in sample_poems(accelerator, model, tokenizer, poems["valid"],
+                                             args.sample_poems):
+                        accelerator.print("  " + line)
+            if completed_steps % args.checkpoint_every == 0 or completed_steps == max_steps:
+                save_checkpoint(accelerator, output_dir,
+                                {"completed_steps": completed_steps, "epoch": epoch,
+                                 "batch_in_epoch": batch_in_epoch}, args.keep_checkpoints)
+            if completed_steps >= warmup_until:
+                timed_since = time.perf_counter()
+            if completed_steps >= max_steps:
+                break
+        else:
+            epoch, batch_in_epoch = epoch + 1, 0
+    progress.close()
+    if timed_examples:
+        accelerator.print(f"throughput: {timed_examples / timed_seconds:.1f} examples/s, "
+                          f"{timed_tokens / timed_seconds:.0f} tokens/s "
+                          f"(steps {warmup_until + 1}-{completed_steps}, training time only)")
+
+    accelerator.wait_for_everyone()
+    accelerator.unwrap_model(model).save_pretrained(
+        output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)
+        prompt.write_metadata(output_dir, base_model=args.model, steps=completed_steps,
+                              data=str(args.data))
+        accelerator.print(f"poet saved to {output_dir}; try: poemgen photo.jpg --poet {output_dir}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
