@@ -94,6 +94,12 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(clip=str(root / "clip"), poet=str(root / "poet"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_datasets_cache(tmp_path_factory):
+    """The `datasets` library caches processed files by path; keep the tests' out of ~/.cache."""
+    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets-cache"))
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch) -> Path:
     """Each test gets its own $POEMGEN_HOME and an empty Hugging Face cache, and no poet or

@@ -150,6 +150,14 @@ def test_missing_data_folder(base, tmp_path, capsys):
     assert "data/prepare.py" in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("content", ["{not json\n", '{"text": "a poem"}\n'])
+def test_unreadable_data(base, tmp_path, capsys, content):
+    data = write_poems(tmp_path / "data", {"train": 2, "valid": 1})
+    (data / "train.jsonl").write_text(content, encoding="utf-8")
+    assert train(base, data, tmp_path / "out") == 1
+    assert "data/prepare.py" in one_error_line(capsys)
+
+
 def test_bad_base_model(tmp_path, capsys):
     data = write_poems(tmp_path / "data", {"train": 2, "valid": 1})
     assert train(tmp_path / "no-model", data, tmp_path / "out") == 1

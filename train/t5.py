@@ -99,13 +99,26 @@ def poems_to_examples(batch: dict, indices: list[int], seed: int, keyword_dropou
 
 def load_poems(data_dir: Path, args):
     from datasets import load_dataset
+    from datasets.utils import logging as datasets_logging
 
     files = {split: data_dir / f"{split}.jsonl" for split in ("train", "valid")}
     missing = [str(f) for f in files.values() if not f.is_file()]
     if missing:
         raise PoemgenError(f"data folder '{data_dir}' has no {', '.join(missing)}; run "
                            "`python data/prepare.py` first (or pass --data)")
-    poems = load_dataset("json", data_files={k: str(v) for k, v in files.items()})
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # our one line replaces its traceback
+    try:
+        poems = load_dataset("json", data_files={k: str(v) for k, v in files.items()})
+    except Exception as e:  # datasets wraps JSON and I/O errors in its own exception types
+        reason = " ".join(str(e).split())[:160]
+        raise PoemgenError(f"data folder '{data_dir}' cannot be read ({type(e).__name__}: "
+                           f"{reason}); run `python data/prepare.py --force` again") from None
+    finally:
+        datasets_logging.set_verbosity(verbosity)
+    if {"lines", "keywords"} - set(poems["train"].column_names):
+        raise PoemgenError(f"data folder '{data_dir}' does not hold prepared poems (no lines or "
+                           "keywords fields); run `python data/prepare.py`")
     if args.max_train_samples:
         poems["train"] = poems["train"].select(range(min(args.max_train_samples, len(poems["train"]))))
     if args.max_eval_samples:
