@@ -13,8 +13,8 @@ Heavy modules load on first use, so `import poemgen` stays cheap.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["load", "write", "Poem", "PoemOptions", "Keyword", "Pipeline", "PoemgenError",
-           "__version__"]
+__all__ = ["load", "write", "check", "Poem", "PoemOptions", "Keyword", "Pipeline",
+           "PoemgenError", "__version__"]
 
 from poemgen.errors import PoemgenError
 from poemgen.options import PoemOptions
@@ -29,15 +29,23 @@ def load(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-def write(image, options: PoemOptions | None = None, **overrides):
-    """Write a poem about `image` with a default pipeline, built on first use and then reused.
-
-    Keyword arguments override fields of `PoemOptions` (topk, lines, chars, seed, …).
+def write(image=None, options: PoemOptions | None = None, *, keywords: list[str] | None = None,
+          **overrides):
+    """Write a poem about `image` (or from `keywords`) with a default pipeline, built on first
+    use and then reused. Keyword arguments override fields of `PoemOptions` (topk, lines,
+    chars, rhyme, tones, acrostic, candidates, seed, …).
     """
     global _default_pipeline
     if _default_pipeline is None:
         _default_pipeline = load()
-    return _default_pipeline.write(image, options, **overrides)
+    return _default_pipeline.write(image, options, keywords=keywords, **overrides)
+
+
+def check(text: str, **rules):
+    """Check a poem against the rules of verse; see `poemgen.prosody.check`."""
+    from poemgen.prosody import check as _check
+
+    return _check(text, **rules)
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
-"""The `poemgen` command: photos in, keywords and poems out.
+"""The `poemgen` command: photos (or keywords) in, keywords and poems out; `poemgen check`
+checks a poem, `poemgen models` lists the known models.
 
 Heavy libraries (torch, transformers) are imported only once the arguments are parsed, so
 `--help` and `--version` answer at once and bad arguments fail fast.
@@ -8,24 +9,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 
 BATCH_SIZE = 8
+FORM_NAMES = {"wujue": (4, 5), "qijue": (4, 7), "wulv": (8, 5), "qilv": (8, 7)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from poemgen.models import CLIP_ENV, DEFAULT_CLIP, DEFAULT_POET, HOME_ENV, POET_ENV
+    from poemgen.options import RHYMES, TONES
     from poemgen.prompt import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="poemgen", description="Look at photos and write classical Chinese poems (看图写诗).",
         epilog=f"${HOME_ENV} defaults to ~/.cache/poemgen. Models are Hub ids or local folders; "
-               "set HF_HUB_OFFLINE=1 to use only the local Hugging Face cache. "
-               "`poemgen models` lists the known models and which are cached.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to write about")
+               "set HF_HUB_OFFLINE=1 to use only the local Hugging Face cache. Also: "
+               "`poemgen check TEXT` checks a poem, `poemgen models` lists the known models.")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to write about")
+    parser.add_argument("--keywords", metavar="WORDS",
+                        help="write from these keywords (e.g. 明月,孤舟) instead of CLIP's; "
+                             "no image needed")
     parser.add_argument("--topk", type=positive_int, default=5, help="keywords per image (default 5)")
     parser.add_argument("--clip", metavar="MODEL", help="Chinese-CLIP Hub id or folder "
                         f"(default ${CLIP_ENV}, else {DEFAULT_CLIP})")
@@ -34,15 +41,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--poet-format", choices=tuple(FORMATS), metavar="NAME",
                         help="the poet's prompt format, when its folder does not say: "
                              + " or ".join(FORMATS))
-    parser.add_argument("--hint", default="", help="words to steer the poem, e.g. 思乡")
-    parser.add_argument("--imitate", default="", metavar="POET",
-                        help="write in the style of a poet, e.g. 李白 (title-format poets)")
-    parser.add_argument("--lines", type=int, choices=(4, 8), default=4, help="lines per poem")
-    parser.add_argument("--chars", type=int, choices=(5, 7), default=5, help="characters per line")
-    parser.add_argument("--seed", type=int, help="seed for reproducible poems")
-    parser.add_argument("--temperature", type=float, default=0.9,
-                        help="sampling temperature; 0 decodes greedily (default 0.9)")
-    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
+    form = parser.add_argument_group("form and rules")
+    form.add_argument("--form", choices=tuple(FORM_NAMES),
+                      help="五言绝句 wujue, 七言绝句 qijue, 五言律诗 wulv, 七言律诗 qilv")
+    form.add_argument("--lines", type=int, choices=(4, 8), help="lines per poem (default 4)")
+    form.add_argument("--chars", type=int, choices=(5, 7), help="characters per line (default 5)")
+    form.add_argument("--rhyme", choices=RHYMES, default="xinyun",
+                      help="rhyme system: 中华新韵 xinyun (default), 平水韵 pingshui, or none")
+    form.add_argument("--rhyme-group", default="", metavar="NAME",
+                      help="use this rhyme group (e.g. 下平七阳, 十唐)")
+    form.add_argument("--tones", choices=TONES, default="loose",
+                      help="tone template: strict, loose (一三五不论, default) or none")
+    form.add_argument("--acrostic", default="", metavar="CHARS",
+                      help="藏头诗: the first character of each line, e.g. 春江花月")
+    form.add_argument("--allow-repeats", action="store_true",
+                      help="allow a character twice in a poem")
+    form.add_argument("--reduplication", action="store_true",
+                      help="allow doubled characters such as 萋萋")
+    form.add_argument("--crrd", metavar="DIR", help="folder of the 平水韵 tables "
+                      "(default $POEMGEN_CRRD, else the data script's folder)")
+    writing = parser.add_argument_group("writing")
+    writing.add_argument("--hint", default="", help="words to steer the poem, e.g. 思乡")
+    writing.add_argument("--imitate", default="", metavar="POET",
+                         help="write in the style of a poet, e.g. 李白 (title-format poets)")
+    writing.add_argument("--candidates", type=positive_int, default=1, metavar="N",
+                         help="write N poems per image and keep the best (see README)")
+    writing.add_argument("--seed", type=int, help="seed for reproducible poems")
+    writing.add_argument("--temperature", type=float, default=0.9,
+                         help="sampling temperature; 0 decodes greedily (default 0.9)")
+    writing.add_argument("--top-p", type=float, default=0.9,
+                         help="nucleus sampling mass (default 0.9)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
     parser.add_argument("--vocab", metavar="FILE", help="keyword vocabulary (WORD<TAB>CATEGORY lines)")
     parser.add_argument("--keywords-only", action="store_true",
@@ -62,10 +90,16 @@ def positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["models"]:
-        command, args = list_models, build_models_parser().parse_args(argv[1:])
+    commands = {"models": (list_models, build_models_parser),
+                "check": (check_poem, build_check_parser)}
+    if argv[:1] and argv[0] in commands:
+        command, parser = commands[argv[0]]
+        args = parser().parse_args(argv[1:])
     else:
-        command, args = run, build_parser().parse_args(argv)
+        parser = build_parser()
+        command, args = run, parser.parse_args(argv)
+        if not args.images and not args.keywords:
+            parser.error("give at least one IMAGE, or --keywords")
     try:
         return command(args)
     except PoemgenError as e:
@@ -76,15 +110,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run(args: argparse.Namespace) -> int:
-    from poemgen.options import PoemOptions
+def options_from(args: argparse.Namespace):
+    from poemgen.options import OptionsError, PoemOptions
 
-    options = PoemOptions(topk=args.topk, lines=args.lines, chars=args.chars, seed=args.seed,
-                          temperature=args.temperature, top_p=args.top_p, hint=args.hint,
-                          imitate=args.imitate)
+    lines, chars = FORM_NAMES[args.form] if args.form else (args.lines or 4, args.chars or 5)
+    if args.form and (args.lines or lines) != lines or args.form and (args.chars or chars) != chars:
+        raise OptionsError(f"--form {args.form} is {lines} lines of {chars} characters; "
+                           "drop --lines/--chars or make them agree")
+    return PoemOptions(topk=args.topk, lines=lines, chars=chars, seed=args.seed,
+                       temperature=args.temperature, top_p=args.top_p, hint=args.hint,
+                       imitate=args.imitate, rhyme=args.rhyme, tones=args.tones,
+                       rhyme_group=args.rhyme_group, acrostic=args.acrostic,
+                       no_repeat=not args.allow_repeats, reduplication=args.reduplication,
+                       candidates=args.candidates)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    given = [w for w in re.split(r"[,，、\s]+", args.keywords or "") if w]
+    if args.keywords is not None and not given:
+        raise PoemgenError("--keywords is empty; give words such as 明月,孤舟")
     quiet_transformers()
     from poemgen.images import load_image
-    from poemgen.keywords import KeywordScorer, Vocabulary
+    from poemgen.keywords import Keyword, KeywordScorer, Vocabulary
     from poemgen.models import DEFAULT_POET, ModelLoadError, resolve_clip, resolve_poet
     from poemgen.pipeline import Pipeline, Poem, choose_device
 
@@ -96,13 +144,20 @@ def run(args: argparse.Namespace) -> int:
 
         name = resolve_poet(args.poet)
         try:
-            poet = Poet.load(name, device, args.poet_format)
+            poet = Poet.load(name, device, args.poet_format, args.crrd)
+            poet.plan(options)  # rule errors (tables, acrostic, rhyme group) before any work
         except ModelLoadError as e:
-            if name != DEFAULT_POET:
+            if name != DEFAULT_POET or given:
                 raise
             poet_error = e  # the public fallback poet: still show the keywords, then say why
-    pipeline = Pipeline(KeywordScorer.load(resolve_clip(args.clip), device, vocabulary), poet)
+    scorer = None
+    if args.images:
+        scorer = KeywordScorer.load(resolve_clip(args.clip), device, vocabulary)
+    pipeline = Pipeline(scorer, poet)
 
+    if not args.images:  # from the given keywords alone
+        show(None, pipeline.write(keywords=given, options=options), args.json)
+        return 0
     failed = False
     for start in range(0, len(args.images), BATCH_SIZE):
         names, images = [], []
@@ -115,19 +170,74 @@ def run(args: argparse.Namespace) -> int:
                 failed = True
         if not images:
             continue
-        keywords = pipeline.scorer.score(images, options.topk)
-        if pipeline.poet is not None:
-            poems = pipeline.write_from_keywords(keywords, options)
+        embeddings = scorer.embed_images(images)
+        keywords = ([[Keyword(w, None) for w in given]] * len(images) if given
+                    else scorer.keywords_for(embeddings, options.topk))
+        if poet is not None:
+            poems = pipeline.write_from_keywords(keywords, options, embeddings)
         else:
             poems = [Poem([], words) for words in keywords]
         for name, poem in zip(names, poems):
-            show(name, poem, as_json=args.json)
+            show(name, poem, args.json)
 
     if poet_error is not None:
         print(f"poemgen: error: {poet_error}", file=sys.stderr)
         return 1
     return 1 if failed else 0
 
+
+def show(name: str | None, poem, as_json: bool) -> None:
+    for note in poem.notes:
+        print(f"poemgen: note: {name or 'poem'}: {note}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(poem.to_dict(image=name), ensure_ascii=False), flush=True)
+        return
+    words = "  ".join(k.word if k.score is None else f"{k.word} {k.score:.3f}"
+                      for k in poem.keywords)
+    if name:
+        print(name)
+    print(f"关键词  {words}")
+    if poem.lines:
+        print(poem.text)
+    print(flush=True)
+
+
+# --- poemgen check ---------------------------------------------------------------------------
+
+def build_check_parser() -> argparse.ArgumentParser:
+    from poemgen.options import RHYMES, TONES
+
+    parser = argparse.ArgumentParser(
+        prog="poemgen check", description="Check a poem against the rules of classical verse: "
+        "line lengths, tone template, rhyme and repeated characters. Exit 0 when it keeps "
+        "them, 1 when it breaks one.")
+    parser.add_argument("text", metavar="TEXT", help="the poem, e.g. 床前明月光，疑是地上霜。…")
+    parser.add_argument("--rhyme", choices=RHYMES, default="xinyun")
+    parser.add_argument("--tones", choices=TONES, default="loose")
+    parser.add_argument("--reduplication", action="store_true",
+                        help="allow doubled characters such as 萋萋")
+    parser.add_argument("--crrd", metavar="DIR", help="folder of the 平水韵 tables")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    return parser
+
+
+def check_poem(args: argparse.Namespace) -> int:
+    from poemgen.prosody import check
+
+    result = check(args.text, rhyme=args.rhyme, tones=args.tones, crrd=args.crrd,
+                   allow_reduplication=args.reduplication)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(f"{result.form or '?'}  {result.rhyme_system}  template {result.template or '-'}"
+              f"  rhyme group {' '.join(result.rhyme_group) or '-'}")
+        for line in result.lines:
+            print(f"  {line.text}  {line.tones}  (template {line.template})")
+        print("ok" if result.ok else "not ok: " + "; ".join(result.reasons))
+    return 0 if result.ok else 1
+
+
+# --- poemgen models --------------------------------------------------------------------------
 
 def build_models_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -163,17 +273,6 @@ def list_models(args: argparse.Namespace) -> int:
     print("here: config and weights are in the local Hugging Face cache (or the folder exists); "
           "used: what `poemgen IMAGE` picks now")
     return 0
-
-
-def show(name: str, poem, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(poem.to_dict(image=name), ensure_ascii=False), flush=True)
-        return
-    words = "  ".join(f"{k.word} {k.score:.3f}" for k in poem.keywords)
-    print(f"{name}\n关键词  {words}")
-    if poem.lines:
-        print(poem.text)
-    print(flush=True)
 
 
 def quiet_transformers() -> None:

@@ -36,7 +36,8 @@ class VocabularyError(PoemgenError):
 @dataclass(frozen=True)
 class Keyword:
     word: str
-    score: float  # probability over the whole vocabulary (softmax with CLIP's logit scale)
+    score: float | None  # probability over the vocabulary (softmax with CLIP's logit scale);
+    #                      None for a keyword the user gave
 
 
 @dataclass(frozen=True)
@@ -138,26 +139,37 @@ class KeywordScorer:
         return cls(model, processor, vocabulary, embeddings.to(device), device, cache_hit)
 
     @torch.inference_mode()
-    def embed_images(self, images: list[Image.Image]) -> torch.Tensor:
-        inputs = self.processor(images=images, return_tensors="pt").to(self.device)
-        features = self.model.get_image_features(**inputs).pooler_output
-        return F.normalize(features.float(), dim=-1)
+    def embed_images(self, images: list[Image.Image], batch_size: int = 16) -> torch.Tensor:
+        """L2-normalised image embeddings, computed in batches."""
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            inputs = self.processor(images=images[start:start + batch_size],
+                                    return_tensors="pt").to(self.device)
+            features = self.model.get_image_features(**inputs).pooler_output
+            chunks.append(F.normalize(features.float(), dim=-1))
+        return torch.cat(chunks)
 
     @torch.inference_mode()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings (for comparing a poem with its image)."""
+        inputs = self.processor(text=texts, padding=True, truncation=True, max_length=52,
+                                return_tensors="pt").to(self.device)
+        return F.normalize(self.model.get_text_features(**inputs).pooler_output.float(), dim=-1)
+
+    @torch.inference_mode()
+    def keywords_for(self, image_embeddings: torch.Tensor, topk: int = 5) -> list[list[Keyword]]:
+        """The `topk` most likely keywords for each image embedding, best first."""
+        topk = min(topk, len(self.vocabulary.words))
+        scale = self.model.logit_scale.exp().float()
+        probs = (scale * image_embeddings @ self.text_embeddings.T).softmax(dim=-1)
+        values, indices = probs.topk(topk, dim=-1)
+        return [[Keyword(self.vocabulary.words[i], v) for v, i in zip(row_values, row_indices)]
+                for row_values, row_indices in zip(values.tolist(), indices.tolist())]
+
     def score(self, images: list[Image.Image], topk: int = 5,
               batch_size: int = 16) -> list[list[Keyword]]:
         """The `topk` most likely keywords for each image, best first."""
-        topk = min(topk, len(self.vocabulary.words))
-        scale = self.model.logit_scale.exp().float()
-        results = []
-        for start in range(0, len(images), batch_size):
-            features = self.embed_images(images[start:start + batch_size])
-            probs = (scale * features @ self.text_embeddings.T).softmax(dim=-1)
-            values, indices = probs.topk(topk, dim=-1)
-            for row_values, row_indices in zip(values.tolist(), indices.tolist()):
-                results.append([Keyword(self.vocabulary.words[i], v)
-                                for v, i in zip(row_values, row_indices)])
-        return results
+        return self.keywords_for(self.embed_images(images, batch_size), topk)
 
 
 @torch.inference_mode()

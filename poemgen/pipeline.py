@@ -8,23 +8,27 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from poemgen import rerank
+from poemgen.errors import PoemgenError
 from poemgen.images import ImageSource, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
-from poemgen.errors import PoemgenError
-from poemgen.models import ModelLoadError, resolve_clip, resolve_poet
-from poemgen.options import PoemOptions
+from poemgen.models import resolve_clip, resolve_poet
+from poemgen.options import OptionsError, PoemOptions
 from poemgen.prompt import format_poem
 
 if TYPE_CHECKING:  # the poet's module (and T5) is imported only when a poet is loaded
-    from poemgen.poet import Poet
+    from poemgen.poet import Poet, Verse
 
 
 @dataclass
 class Poem:
-    """A written poem and the keywords it was written from."""
+    """A written poem, the keywords it was written from, and how it was chosen."""
 
     lines: list[str]
     keywords: list[Keyword] = field(default_factory=list)
+    score: dict[str, float] = field(default_factory=dict)  # see poemgen.rerank
+    notes: list[str] = field(default_factory=list)         # rules relaxed in a dead end
+    candidates: list["Poem"] = field(default_factory=list)  # all candidates, best first
 
     @property
     def text(self) -> str:
@@ -35,9 +39,16 @@ class Poem:
 
     def to_dict(self, image: str | None = None) -> dict:
         """The JSON object the CLI prints with --json (and the HTTP API returns)."""
-        return {"image": image,
-                "keywords": [{"word": k.word, "score": round(k.score, 4)} for k in self.keywords],
-                "lines": list(self.lines), "poem": self.text}
+        data = {"image": image,
+                "keywords": [{"word": k.word,
+                              "score": None if k.score is None else round(k.score, 4)}
+                             for k in self.keywords],
+                "lines": list(self.lines), "poem": self.text, "score": self.score,
+                "notes": list(self.notes)}
+        if self.candidates:
+            data["candidates"] = [{"lines": c.lines, "poem": c.text, "score": c.score}
+                                  for c in self.candidates]
+        return data
 
 
 def choose_device(requested: str | None = None) -> torch.device:
@@ -55,9 +66,10 @@ def choose_device(requested: str | None = None) -> torch.device:
 
 
 class Pipeline:
-    """Chinese-CLIP keyword scoring plus an optional poet, loaded once and reused."""
+    """Chinese-CLIP keyword scoring and a poet, loaded once and reused; either may be absent
+    (keywords only, or poems from given keywords)."""
 
-    def __init__(self, scorer: KeywordScorer, poet: "Poet | None" = None):
+    def __init__(self, scorer: KeywordScorer | None, poet: "Poet | None" = None):
         self.scorer = scorer
         self.poet = poet
 
@@ -65,42 +77,90 @@ class Pipeline:
         return self.keywords_batch([image], topk)[0]
 
     def keywords_batch(self, images: list[ImageSource], topk: int = 5) -> list[list[Keyword]]:
-        return self.scorer.score([load_image(image) for image in images], topk)
+        return self._require_scorer().score([load_image(image) for image in images], topk)
 
-    def write(self, image: ImageSource, options: PoemOptions | None = None, **overrides) -> Poem:
-        """A poem about `image`; keyword arguments override fields of `PoemOptions`."""
-        return self.write_batch([image], options, **overrides)[0]
+    def write(self, image: ImageSource | None = None, options: PoemOptions | None = None, *,
+              keywords: list[str] | None = None, **overrides) -> Poem:
+        """A poem about `image`, or from `keywords` (then no image is needed).
 
-    def write_batch(self, images: list[ImageSource], options: PoemOptions | None = None,
-                    **overrides) -> list[Poem]:
-        """Poems for many images: CLIP and the poet each run over the whole batch."""
+        Keyword arguments override fields of `PoemOptions`.
+        """
+        if image is None and not keywords:
+            raise OptionsError("give an image or keywords to write about")
+        return self.write_batch([image] if image is not None else None, options,
+                                keywords=[keywords] if keywords else None, **overrides)[0]
+
+    def write_batch(self, images: list[ImageSource] | None = None,
+                    options: PoemOptions | None = None, *,
+                    keywords: list[list[str]] | None = None, **overrides) -> list[Poem]:
+        """Poems for many images (or keyword lists): CLIP and the poet each run over the batch.
+
+        Given keywords replace CLIP's; the images, if any, still rank the candidates.
+        """
         options = replace(options or PoemOptions(), **overrides)
         self._require_poet()
-        return self.write_from_keywords(self.keywords_batch(images, options.topk), options)
+        embeddings = None
+        if images is not None:
+            embeddings = self._require_scorer().embed_images([load_image(i) for i in images])
+        if keywords is not None:
+            found = [[Keyword(word, None) for word in words] for words in keywords]
+        else:
+            found = self.scorer.keywords_for(embeddings, options.topk)
+        return self.write_from_keywords(found, options, embeddings)
 
     def write_from_keywords(self, keywords: list[list[Keyword]],
-                            options: PoemOptions = PoemOptions()) -> list[Poem]:
-        self._require_poet()
-        written = self.poet.write([[k.word for k in words] for words in keywords], options)
-        return [Poem(poem_lines, words) for poem_lines, words in zip(written, keywords)]
+                            options: PoemOptions = PoemOptions(),
+                            image_embeddings: torch.Tensor | None = None) -> list[Poem]:
+        """Poems from keyword lists; with several candidates, each image's best (`rerank`)."""
+        written = self._require_poet().write([[k.word for k in words] for words in keywords],
+                                             options)
+        poems = []
+        for i, (words, verses) in enumerate(zip(keywords, written)):
+            clip = None
+            if image_embeddings is not None and self.scorer is not None:
+                texts = ["".join(v.lines) for v in verses]
+                clip = (self.scorer.embed_texts(texts) @ image_embeddings[i]).tolist()
+            ranked = sorted((self._poem(v, words, clip[j] if clip else None)
+                             for j, v in enumerate(verses)),
+                            key=lambda p: p.score["total"], reverse=True)
+            best = ranked[0]
+            if len(ranked) > 1:
+                best.candidates = ranked
+            poems.append(best)
+        return poems
 
-    def _require_poet(self) -> None:
+    @staticmethod
+    def _poem(verse: "Verse", keywords: list[Keyword], clip: float | None) -> Poem:
+        score = rerank.score(verse.logprob, verse.tokens, [k.word for k in keywords],
+                             verse.lines, clip)
+        return Poem(list(verse.lines), list(keywords), score, list(verse.notes))
+
+    def _require_poet(self) -> "Poet":
         if self.poet is None:
-            raise ModelLoadError("this pipeline was loaded without a poet (need_poet=False); "
-                                 "load it again with a poet to write poems")
+            raise PoemgenError("this pipeline was loaded without a poet (need_poet=False); "
+                               "load it again with a poet to write poems")
+        return self.poet
+
+    def _require_scorer(self) -> KeywordScorer:
+        if self.scorer is None:
+            raise PoemgenError("this pipeline was loaded without CLIP (need_clip=False); "
+                               "write from keywords, or load it again with CLIP")
+        return self.scorer
 
 
 def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None = None,
          device: str | None = None, vocabulary: str | os.PathLike | Vocabulary | None = None,
          templates: tuple[str, ...] = DEFAULT_TEMPLATES, poet_format: str | None = None,
-         need_poet: bool = True) -> Pipeline:
+         crrd: str | os.PathLike | None = None, need_poet: bool = True,
+         need_clip: bool = True) -> Pipeline:
     """Load Chinese-CLIP and a poet onto one device.
 
     `clip` defaults to $POEMGEN_CLIP, else the public Chinese-CLIP base model; `poet` is found
     by `poemgen.models.resolve_poet` and its prompt format from `poet_format`, its metadata or
-    the registry. With `need_poet=False` no poet is loaded and the pipeline only scores keywords.
+    the registry; `crrd` is the folder of 平水韵 tables (else $POEMGEN_CRRD, else the data
+    script's folder). `need_poet=False` gives a keywords-only pipeline, `need_clip=False` one
+    that writes from given keywords.
     """
-    clip = resolve_clip(clip)
     device = choose_device(device)
     if isinstance(vocabulary, (str, os.PathLike)):
         vocabulary = Vocabulary.from_file(vocabulary)
@@ -108,6 +168,7 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
     if need_poet:
         from poemgen.poet import Poet
 
-        poet_model = Poet.load(resolve_poet(poet), device, poet_format)
-    scorer = KeywordScorer.load(clip, device, vocabulary, templates)
+        poet_model = Poet.load(resolve_poet(poet), device, poet_format, crrd)
+    scorer = KeywordScorer.load(resolve_clip(clip), device, vocabulary, templates) \
+        if need_clip else None
     return Pipeline(scorer, poet_model)

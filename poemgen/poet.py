@@ -1,103 +1,43 @@
-"""Prompt → lines: a T5 poet that writes a poem line by line, each line exactly the right length.
+"""Prompt → lines: a T5 poet that writes a poem line by line under the rules of verse.
 
 Each line is one `generate` call over a batch of poems: the encoder reads the prompt format's
 text (keywords, form, lines so far), the decoder continues from the format's prefix, and the
-continuation is the line. A logits processor allows only tokens made of Chinese characters and
-counts characters, not tokens (Mengzi's sentencepiece has multi-character pieces), so a line
-can only end at exactly the requested length, whatever the weights or the prompt format. The
-sampling warpers run after it, so they never see a forbidden token.
+continuation is the line. `poemgen.constraints.VerseProcessor` masks every token that would
+break the requested rules (exact length, tones, rhyme, repeats, acrostic), so they hold whatever
+the weights or the prompt format; the sampling warpers run after it, so they never see a
+forbidden token. Each poem's log-probability under the model is kept for reranking.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+from dataclasses import dataclass, field
 from itertools import groupby
 
 import torch
-from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
+from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessorList,
                           T5ForConditionalGeneration, TemperatureLogitsWarper, TopPLogitsWarper)
 
-from poemgen import prompt
+from poemgen import prompt, prosody
+from poemgen.constraints import (PoemState, SystemTable, TokenTable, VersePlan, VerseProcessor,
+                                 initial_state, update_state)
 from poemgen.errors import PoemgenError
 from poemgen.models import KNOWN_MODELS, ModelLoadError, check_local, load_error
 from poemgen.options import PoemOptions
-
-_HAN = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+$")
-_SPACE = "▁"  # sentencepiece's word-boundary mark
-
-
-class TokenTable:
-    """What each token of a tokenizer contributes to a line, computed once per tokenizer.
-
-    `chars[i]` is the number of Chinese characters token i adds (0 for a bare word-boundary
-    mark, -1 for anything that may not appear in a line); `leading[i]` says it starts with the
-    boundary mark, which sentencepiece only produces at the start of a text.
-    """
-
-    def __init__(self, tokenizer, vocab_size: int):
-        chars = torch.full((vocab_size,), -1, dtype=torch.long)
-        leading = torch.zeros(vocab_size, dtype=torch.bool)
-        special = set(tokenizer.all_special_ids)
-        for token_id, piece in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer)))):
-            if token_id >= vocab_size or token_id in special or piece is None:
-                continue
-            body = piece[1:] if piece.startswith(_SPACE) else piece
-            if piece == _SPACE:
-                chars[token_id], leading[token_id] = 0, True
-            elif _HAN.match(body):
-                chars[token_id], leading[token_id] = len(body), piece.startswith(_SPACE)
-        self.chars = chars
-        self.leading = leading
-        self.pieces = tokenizer.convert_ids_to_tokens(range(min(len(tokenizer), vocab_size)))
-
-    def text(self, token_ids: list[int]) -> str:
-        """The Chinese characters that a generated line's tokens spell."""
-        return "".join(self.pieces[i].lstrip(_SPACE) for i in token_ids if self.chars[i] >= 0)
-
-
-class LineLengthProcessor(LogitsProcessor):
-    """Allow only Chinese-character tokens, and end the line after exactly `length` characters.
-
-    The line starts at position `start` of the decoder's ids (after the start token and the
-    format's prefix). A boundary mark may open it only when nothing precedes it (`opens_text`).
-    """
-
-    def __init__(self, table: TokenTable, length: int, eos_token_id: int, device: torch.device,
-                 start: int = 1, opens_text: bool = True):
-        self.chars = table.chars.to(device)
-        self.leading = table.leading.to(device)
-        self.length = length
-        self.eos_token_id = eos_token_id
-        self.start = start
-        self.opens_text = opens_text
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.start:]
-        written = self.chars[generated].clamp(min=0).sum(dim=-1)
-        remaining = (self.length - written).unsqueeze(-1)
-        chars = self.chars[: scores.shape[-1]].unsqueeze(0)
-        leading = self.leading[: scores.shape[-1]].unsqueeze(0)
-        allowed = (chars >= 1) & (chars <= remaining)
-        if generated.shape[1] == 0 and self.opens_text:
-            allowed |= (chars == 0) & leading  # a text may open with a bare boundary mark
-        else:
-            allowed &= ~leading
-        allowed[:, self.eos_token_id] = remaining.squeeze(-1) == 0
-        return scores.masked_fill(~allowed, float("-inf"))
-
 
 class Poet:
     """A T5 checkpoint plus the prompt format it was trained on."""
 
     def __init__(self, model: T5ForConditionalGeneration, tokenizer, prompt_format,
-                 device: torch.device, name: str = ""):
+                 device: torch.device, name: str = "", crrd: str | os.PathLike | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.format = prompt_format
         self.device = device
         self.name = name
+        self.crrd = crrd  # where the 平水韵 tables are, when asked for
+        self.systems: dict[str, SystemTable] = {}
         self.table = TokenTable(tokenizer, model.config.vocab_size)
         if not bool((self.table.chars == 1).any()):
             raise ModelLoadError(f"poet '{name}': its tokenizer has no single Chinese character "
@@ -105,7 +45,7 @@ class Poet:
 
     @classmethod
     def load(cls, name: str, device: str | torch.device = "cpu",
-             prompt_format: str | None = None) -> "Poet":
+             prompt_format: str | None = None, crrd: str | os.PathLike | None = None) -> "Poet":
         """Load a poet; its format comes from `prompt_format`, else its metadata, else the
         registry of known poets."""
         check_local("poet", name)
@@ -116,64 +56,112 @@ class Poet:
         except (OSError, ValueError) as e:
             raise load_error("poet", name, e) from None
         device = torch.device(device)
-        return cls(model.to(device).eval(), tokenizer, chosen, device, name)
+        return cls(model.to(device).eval(), tokenizer, chosen, device, name, crrd)
 
-    def write(self, keywords: list[list[str]], options: PoemOptions = PoemOptions()) -> list[list[str]]:
-        """One poem (a list of lines) for each keyword list, all written as one batch."""
+    def write(self, keywords: list[list[str]], options: PoemOptions = PoemOptions()
+              ) -> list[list["Verse"]]:
+        """`options.candidates` poems for each keyword list, all written as one batch."""
         if options.imitate and not self.format.supports_imitate:
             raise PoemgenError(f"poet '{self.name}' uses the '{self.format.name}' prompt format, "
                                "which cannot imitate a poet; drop --imitate or use a title poet")
+        plan = self.plan(options)
         if options.seed is not None:
             torch.manual_seed(options.seed)
         form = options.form
-        poems: list[list[str]] = [[] for _ in keywords]
-        for _ in range(form.lines):
-            texts = [self.format.encoder_text(form, words, lines, options.hint, options.imitate)
-                     for words, lines in zip(keywords, poems)]
-            prefixes = [self.tokenizer(self.format.decoder_prefix(lines),
-                                       add_special_tokens=False).input_ids if lines else []
-                        for lines in poems]
-            for poem, line in zip(poems, self.generate_lines(texts, prefixes, form.chars, options)):
-                poem.append(line)
-        return poems
+        rows = [words for words in keywords for _ in range(options.candidates)]
+        verses = [Verse() for _ in rows]
+        states = [initial_state(plan) for _ in rows]
+        for line in range(form.lines):
+            texts = [self.format.encoder_text(form, words, verse.lines, options.hint,
+                                              options.imitate) for words, verse in zip(rows, verses)]
+            prefixes = [self.tokenizer(self.format.decoder_prefix(verse.lines),
+                                       add_special_tokens=False).input_ids if verse.lines else []
+                        for verse in verses]
+            written = self.generate_lines(texts, prefixes, plan, line, states, options)
+            for verse, state, (text, logprob, tokens) in zip(verses, states, written):
+                verse.lines.append(text)
+                verse.logprob += logprob
+                verse.tokens += tokens
+                update_state(plan, state, line, text)
+        for verse, state in zip(verses, states):
+            verse.notes = state.notes
+        n = options.candidates
+        return [verses[i:i + n] for i in range(0, len(verses), n)]
 
-    def generate_lines(self, texts: list[str], prefixes: list[list[int]], length: int,
-                       options: PoemOptions) -> list[str]:
+    def plan(self, options: PoemOptions) -> VersePlan:
+        """The rules of `options` against this poet's vocabulary (tables cached per system)."""
+        rules = options.rules
+        name = rules.rhyme if rules.rhyme != "none" else "xinyun"
+        system = None
+        if rules.rhyme != "none" or rules.tones != "none":
+            if name not in self.systems:  # the vocabulary analysis, once per rhyme system
+                self.systems[name] = SystemTable(self.table, prosody.load_system(name, self.crrd))
+            system = self.systems[name]
+        if rules.rhyme_group and rules.rhyme_group not in system.group_names:
+            raise PoemgenError(f"rhyme group '{rules.rhyme_group}' is not a {name} group; "
+                               f"groups: {' '.join(system.group_names[:40])} …")
+        plan = VersePlan(options.form, rules, self.table, system)
+        missing = [c for c, i in zip(rules.acrostic, plan.acrostic) if i < 0]
+        if missing:
+            raise PoemgenError(f"acrostic character(s) {''.join(missing)} are not in poet "
+                               f"'{self.name}''s vocabulary; choose others")
+        return plan
+
+    def generate_lines(self, texts: list[str], prefixes: list[list[int]], plan: VersePlan,
+                       line: int, states: list[PoemState], options: PoemOptions
+                       ) -> list[tuple[str, float, int]]:
         """One line per encoder text; rows whose decoder prefixes have equal token counts share
         a `generate` call (T5 cannot left-pad its decoder)."""
-        lines: list[str] = [""] * len(texts)
+        lines: list = [None] * len(texts)
         by_length = sorted(range(len(texts)), key=lambda i: len(prefixes[i]))
         for _, group in groupby(by_length, key=lambda i: len(prefixes[i])):
             rows = list(group)
             generated = self._generate([texts[i] for i in rows], [prefixes[i] for i in rows],
-                                       length, options)
-            for i, line in zip(rows, generated):
-                lines[i] = line
+                                       plan, line, [states[i] for i in rows], options)
+            for i, result in zip(rows, generated):
+                lines[i] = result
         return lines
 
     @torch.inference_mode()
-    def _generate(self, texts: list[str], prefixes: list[list[int]], length: int,
-                  options: PoemOptions) -> list[str]:
+    def _generate(self, texts: list[str], prefixes: list[list[int]], plan: VersePlan, line: int,
+                  states: list[PoemState], options: PoemOptions) -> list[tuple[str, float, int]]:
         inputs = self.tokenizer(texts, padding=True, truncation=True, max_length=512,
                                 return_tensors="pt").to(self.device)
         start_id = self.model.config.decoder_start_token_id
         decoder_ids = torch.tensor([[start_id] + p for p in prefixes], device=self.device)
         start = decoder_ids.shape[1]
         eos = self.tokenizer.eos_token_id
-        processors = LogitsProcessorList([LineLengthProcessor(
-            self.table, length, eos, self.device, start=start, opens_text=start == 1)])
+        processors = LogitsProcessorList([VerseProcessor(plan, line, states, eos, start=start,
+                                                         opens_text=start == 1)])
         sample = options.temperature > 0
         if sample:
             processors.append(TemperatureLogitsWarper(options.temperature))
             processors.append(TopPLogitsWarper(options.top_p))
+        length = options.chars
         config = GenerationConfig(
             max_new_tokens=length + 2,  # an optional boundary mark, `length` characters, EOS
             do_sample=sample, num_beams=1, temperature=None, top_p=None, top_k=None,
             decoder_start_token_id=start_id, eos_token_id=eos,
-            pad_token_id=self.tokenizer.pad_token_id)
+            pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
+            output_logits=True)
         output = self.model.generate(**inputs, decoder_input_ids=decoder_ids,
                                      generation_config=config, logits_processor=processors)
-        return [self.table.text(row.tolist()) for row in output[:, start:]]
+        new = output.sequences[:, start:]
+        logits = torch.stack(output.logits, dim=1).float()  # raw: the model's own distribution
+        chosen = torch.log_softmax(logits, dim=-1).gather(2, new.unsqueeze(2)).squeeze(2)
+        counted = self.table.chars.to(new.device)[new.clamp(max=len(self.table.chars) - 1)] > 0
+        return [(self.table.text(row.tolist()), float(lp[mask].sum()), int(mask.sum()))
+                for row, lp, mask in zip(new, chosen, counted)]
+
+
+@dataclass
+class Verse:
+    """What the poet wrote for one prompt, with what reranking and reporting need."""
+
+    lines: list[str] = field(default_factory=list)
+    logprob: float = 0.0  # sum of the model's log-probabilities of the chosen tokens
+    tokens: int = 0
+    notes: list[str] = field(default_factory=list)  # rules relaxed to get out of a dead end
 
 
 def resolve_format(name: str, override: str | None = None):

@@ -40,7 +40,7 @@ def test_json_lines_one_object_per_image(tiny, tmp_path, capsys):
     objects = [json.loads(line) for line in out.splitlines()]
     assert [o["image"] for o in objects] == [str(p) for p in photos]
     for o in objects:
-        assert set(o) == {"image", "keywords", "lines", "poem"}
+        assert set(o) >= {"image", "keywords", "lines", "poem", "score", "notes"}
         assert len(o["keywords"]) == 3 and set(o["keywords"][0]) == {"word", "score"}
         assert len(o["lines"]) == 8 and all(len(line) == 7 for line in o["lines"])
         assert o["poem"] == prompt.format_poem(o["lines"])

@@ -49,7 +49,8 @@ def test_write_batch_gives_one_poem_per_image(pipe, tmp_path):
 
 def test_to_dict_has_the_json_shape(pipe, photo):
     data = pipe.write(photo, seed=0).to_dict(image="photo.jpg")
-    assert set(data) == {"image", "keywords", "lines", "poem"}
+    assert set(data) == {"image", "keywords", "lines", "poem", "score", "notes"}
+    assert set(data["score"]) == {"logprob", "coverage", "clip", "total"}
     assert set(data["keywords"][0]) == {"word", "score"}
 
 

@@ -9,7 +9,8 @@ from poemgen import prompt
 from poemgen.models import ModelLoadError
 from poemgen.options import PoemOptions
 from poemgen.errors import PoemgenError
-from poemgen.poet import LineLengthProcessor, Poet, resolve_format
+from poemgen.constraints import VersePlan, VerseProcessor, initial_state
+from poemgen.poet import Poet, resolve_format
 
 HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 KEYWORDS = [["明月", "孤舟", "寒梅"], ["青山", "白云"], ["落日"]]
@@ -20,11 +21,16 @@ def poet(tiny):
     return Poet.load(tiny.poet, "cpu")
 
 
+def write(poet, keywords, options):
+    """The lines of the first candidate for each keyword list."""
+    return [candidates[0].lines for candidates in poet.write(keywords, options)]
+
+
 @pytest.mark.parametrize("lines,chars", [(4, 5), (4, 7), (8, 5), (8, 7)])
 @pytest.mark.parametrize("temperature", [0.0, 0.9, 3.0])
 def test_every_line_has_exactly_the_requested_characters(poet, lines, chars, temperature):
     options = PoemOptions(lines=lines, chars=chars, temperature=temperature, top_p=1.0, seed=3)
-    poems = poet.write(KEYWORDS, options)
+    poems = write(poet, KEYWORDS, options)
     assert len(poems) == len(KEYWORDS)
     for poem in poems:
         assert len(poem) == lines
@@ -34,31 +40,31 @@ def test_every_line_has_exactly_the_requested_characters(poet, lines, chars, tem
 
 def test_same_seed_same_poem_and_greedy_is_deterministic(poet):
     seeded = PoemOptions(seed=7)
-    assert poet.write(KEYWORDS, seeded) == poet.write(KEYWORDS, seeded)
+    assert write(poet, KEYWORDS, seeded) == write(poet, KEYWORDS, seeded)
     greedy = PoemOptions(temperature=0)
-    assert poet.write(KEYWORDS, greedy) == poet.write(KEYWORDS, greedy)
+    assert write(poet, KEYWORDS, greedy) == write(poet, KEYWORDS, greedy)
 
 
 def test_different_seeds_give_different_poems(poet):
-    poems = {str(poet.write(KEYWORDS, PoemOptions(chars=7, temperature=1.5, seed=s))) for s in range(4)}
+    poems = {str(write(poet, KEYWORDS, PoemOptions(chars=7, temperature=1.5, seed=s))) for s in range(4)}
     assert len(poems) > 1
 
 
 def test_processor_counts_characters_not_tokens(poet):
     """After tokens worth 3 characters, only pieces of 1-2 characters (no boundary mark) remain."""
     table = poet.table
-    three_chars = [i for i in range(len(table.chars)) if table.chars[i] == 3 and not table.leading[i]]
-    assert three_chars, "the tiny tokenizer should have multi-character pieces"
-    processor = LineLengthProcessor(table, 5, poet.tokenizer.eos_token_id, torch.device("cpu"))
-    input_ids = torch.tensor([[0, three_chars[0]]])
-    scores = processor(input_ids, torch.zeros(1, len(table.chars)))
+    options = PoemOptions(rhyme="none", tones="none", no_repeat=False)
+    plan = VersePlan(options.form, options.rules, table, None)
+    three = [i for i in range(len(table.chars)) if table.chars[i] == 3 and not table.leading[i]]
+    two = [i for i in range(len(table.chars)) if table.chars[i] == 2 and not table.leading[i]]
+    assert three and two, "the tiny tokenizer should have multi-character pieces"
+    processor = VerseProcessor(plan, 0, [initial_state(plan)], poet.tokenizer.eos_token_id)
+    scores = processor(torch.tensor([[0, three[0]]]), torch.zeros(1, len(table.chars)))
     allowed = torch.isfinite(scores[0]).nonzero().flatten()
     assert len(allowed) > 0
     assert all(1 <= table.chars[i] <= 2 and not table.leading[i] for i in allowed.tolist())
 
-    done = torch.tensor([[0] + [three_chars[0]] + [i for i in range(len(table.chars))
-                                                   if table.chars[i] == 2 and not table.leading[i]][:1]])
-    scores = processor(done, torch.zeros(1, len(table.chars)))
+    scores = processor(torch.tensor([[0, three[0], two[0]]]), torch.zeros(1, len(table.chars)))
     assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [poet.tokenizer.eos_token_id]
 
 
@@ -101,7 +107,7 @@ def test_title_format_writes_exact_lines_with_the_poem_so_far_as_prefix(title_po
                                                                          temperature):
     """Rows whose prefixes tokenise to different lengths are generated in separate groups."""
     options = PoemOptions(lines=lines, chars=chars, temperature=temperature, seed=2, imitate="李白")
-    poems = title_poet.write(KEYWORDS * 2, options)
+    poems = write(title_poet, KEYWORDS * 2, options)
     for poem in poems:
         assert len(poem) == lines and all(len(line) == chars and HAN.match(line) for line in poem)
 
@@ -116,7 +122,7 @@ def test_title_format_decoder_sees_the_accepted_lines(title_poet, monkeypatch):
         return real_generate(model, *args, **kwargs)
 
     monkeypatch.setattr(type(title_poet.model), "generate", spy)
-    (poem,) = title_poet.write([["明月"]], PoemOptions(temperature=0))
+    (poem,) = write(title_poet, [["明月"]], PoemOptions(temperature=0))
     assert seen == ["".join(prompt.punctuate(poem[:i])) for i in range(4)]
 
 
@@ -146,4 +152,4 @@ def test_metadata_naming_an_unknown_format_is_refused(tiny, tmp_path):
 
 def test_imitate_is_refused_by_a_lines_poet(poet):
     with pytest.raises(PoemgenError, match="cannot imitate"):
-        poet.write(KEYWORDS, PoemOptions(imitate="李白"))
+        write(poet, KEYWORDS, PoemOptions(imitate="李白"))

@@ -79,8 +79,9 @@ def test_training_learns_and_the_poet_reproduces_a_training_line(base, tmp_path,
     assert prompt.read_metadata(tmp_path / "poet")["prompt_format"] == "lines"
     poet = Poet.load(str(tmp_path / "poet"))
     first = json.loads((data / "train.jsonl").read_text(encoding="utf-8").splitlines()[0])
-    (poem,) = poet.write([first["keywords"]], PoemOptions(temperature=0))
-    assert poem[0] == first["lines"][0]
+    free = PoemOptions(temperature=0, rhyme="none", tones="none", no_repeat=False)
+    ((verse,),) = poet.write([first["keywords"]], free)
+    assert verse.lines[0] == first["lines"][0]
 
 
 @pytest.fixture

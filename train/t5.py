@@ -192,8 +192,10 @@ def sample_poems(accelerator, model, tokenizer, poems, count: int) -> list[str]:
     model.eval()
     shown = []
     for poem in poems.select(range(min(count, len(poems)))):
-        options = PoemOptions(lines=len(poem["lines"]), chars=len(poem["lines"][0]), temperature=0)
-        (lines,) = poet.write([poem["keywords"]], options)
+        options = PoemOptions(lines=len(poem["lines"]), chars=len(poem["lines"][0]), temperature=0,
+                              rhyme="none", tones="none", no_repeat=False)  # the model as it is
+        ((verse,),) = poet.write([poem["keywords"]], options)
+        lines = verse.lines
         shown.append(f"{' '.join(poem['keywords'])} → {'，'.join(lines)}。")
     model.train()
     return shown

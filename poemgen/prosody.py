@@ -1,0 +1,453 @@
+"""The rules of classical verse (格律): tones, rhyme groups, tone templates, and a checker.
+
+A poem from the T5 poet always has the right shape, but nothing in decoding makes it rhyme or
+follow the level/oblique (平/仄) pattern. This module says whether it does, so poems can be
+scored, filtered or reranked, and the poet can be measured against real poems (CCPC).
+
+Two rhyme systems: 中华新韵 (`xinyun`, the default: modern readings from pypinyin, needs no data)
+and 平水韵 (`pingshui`: the tables of THU-CRRD, read from a folder by path). Polyphonic characters
+count as any of their readings. Pure Python: nothing here imports torch or transformers.
+
+    >>> check("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。").rhyme_ok
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from poemgen.errors import PoemgenError
+from poemgen.models import poemgen_home
+from poemgen.prompt import Form
+
+PING, ZE = "平", "仄"
+EITHER, UNKNOWN = "*", "?"  # marks in a line's tone string: polyphonic with both tones, no data
+
+FORMS: dict[str, Form] = {"wujue": Form(4, 5), "qijue": Form(4, 7), "wulv": Form(8, 5),
+                          "qilv": Form(8, 7)}
+RHYME_SYSTEMS = ("xinyun", "pingshui")
+TONE_MODES = ("loose", "strict", "none")
+CRRD_ENV = "POEMGEN_CRRD"
+CRRD_FILES = ("pingshui.txt", "pingsheng.txt", "zesheng.txt")
+
+_HOW_TO_GET_CRRD = f"pass --crrd DIR, set ${CRRD_ENV}, or run `python data/prepare.py --crrd`"
+
+
+class ProsodyError(PoemgenError):
+    """A rhyme system that cannot be loaded, or an unknown system or tone mode."""
+
+
+def is_hanzi(char: str) -> bool:
+    """Whether `char` is a Chinese character: CJK unified ideographs (main block, extensions
+    A-G), compatibility ideographs, and 〇."""
+    code = ord(char)
+    return (0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0x20000 <= code <= 0x3134F
+            or 0xF900 <= code <= 0xFAFF or code == 0x3007)
+
+
+# --- rhyme systems -------------------------------------------------------------------------------
+
+class Reading(NamedTuple):
+    """What a rhyme system knows about one character (empty sets: it knows nothing)."""
+
+    tones: frozenset[str]
+    groups: frozenset[str]
+
+
+_NOTHING = Reading(frozenset(), frozenset())
+
+
+@dataclass(frozen=True)
+class RhymeSystem:
+    """Tones and rhyme groups of characters under one system (中华新韵 or 平水韵)."""
+
+    name: str                          # "xinyun" or "pingshui"
+    title: str                         # its Chinese name, for messages
+    group_names: tuple[str, ...]       # every rhyme group, in the system's traditional order
+    reading: Callable[[str], Reading] = field(repr=False, compare=False)
+
+    def tones(self, char: str) -> frozenset[str]:
+        """{平}, {仄}, both (a polyphonic character counts as either), or empty if unknown."""
+        return self.reading(char).tones
+
+    def groups(self, char: str) -> frozenset[str]:
+        """The rhyme groups of all of the character's readings; empty if unknown."""
+        return self.reading(char).groups
+
+    def order(self, groups) -> list[str]:
+        """Groups in the system's order (not code-point order, which scrambles 一, 二, 十 …)."""
+        return sorted(groups, key=self.group_names.index)
+
+
+# 中华新韵 (2005): 14 groups of pinyin finals, as pypinyin spells them in strict mode
+# (v for ü, uei/iou/uen for ui/iu/un). The apical -i after zh ch sh r z c s is 十三支.
+XINYUN_GROUPS = ("一麻", "二波", "三皆", "四开", "五微", "六豪", "七尤", "八寒", "九文", "十唐",
+                 "十一庚", "十二齐", "十三支", "十四姑")
+_XINYUN_FINALS = {
+    "一麻": "a ia ua", "二波": "o e uo io", "三皆": "ie ve ê", "四开": "ai uai", "五微": "ei uei",
+    "六豪": "ao iao", "七尤": "ou iou", "八寒": "an ian uan van", "九文": "en in uen vn",
+    "十唐": "ang iang uang", "十一庚": "eng ing ong iong ueng", "十二齐": "i v er", "十四姑": "u"}
+_FINAL_GROUP = {final: group for group, finals in _XINYUN_FINALS.items()
+                for final in finals.split()}
+_APICAL_INITIALS = frozenset("zh ch sh r z c s".split())
+
+
+@functools.lru_cache(maxsize=None)
+def _xinyun_reading(char: str) -> Reading:
+    # pypinyin's dictionaries take ~0.1 s to import; only pay that when a poem is checked.
+    from pypinyin import Style, pinyin
+    from pypinyin.style import convert
+
+    readings = pinyin(char, style=Style.TONE, heteronym=True, errors="ignore")
+    tones, groups, neutral = set(), set(), False
+    for reading in readings[0] if readings else ():
+        number = convert(reading, Style.TONE3, strict=True)[-1:]
+        if number in ("1", "2"):
+            tones.add(PING)
+        elif number in ("3", "4"):
+            tones.add(ZE)
+        else:
+            neutral = True
+        initial = convert(reading, Style.INITIALS, strict=True)
+        final = convert(reading, Style.FINALS, strict=True)
+        if final == "i" and initial in _APICAL_INITIALS:
+            groups.add("十三支")
+        elif final in _FINAL_GROUP:
+            groups.add(_FINAL_GROUP[final])
+    if neutral and not tones:  # 的 (de, dí, dì) keeps its full tones; a purely neutral syllable is 仄
+        tones.add(ZE)
+    return Reading(frozenset(tones), frozenset(groups))
+
+
+# 平水韵: pingshui.txt numbers its 30 level-tone classes 1-30 in the traditional order, 上平 then
+# 下平. Checked against the data: class k starts with the name character of the k-th rhyme (1 东,
+# 2 冬 … 30 咸; only class 28 starts with 潭, a member of 覃), and the characters of
+# pingsheng.txt's line k fall mostly in class k (line 1: 78 of those pingshui.txt lists are in
+# class 1, at most 6 in any other), so line k of pingsheng.txt is class k too; tests/test_prosody.py
+# repeats these checks. zesheng.txt's 75 lines have no names (上声 1-29, 去声 30-59, 入声 60-75
+# with 叶 and 洽 merged), so its groups are called 仄1 … 仄75.
+_LEVEL_NAMES = ("一东 二冬 三江 四支 五微 六鱼 七虞 八齐 九佳 十灰 十一真 十二文 十三元 十四寒 "
+                "十五删").split()
+_LOWER_NAMES = ("一先 二萧 三肴 四豪 五歌 六麻 七阳 八庚 九青 十蒸 十一尤 十二侵 十三覃 十四盐 "
+                "十五咸").split()
+PINGSHUI_LEVEL_GROUPS = tuple([f"上平{n}" for n in _LEVEL_NAMES] + [f"下平{n}" for n in _LOWER_NAMES])
+
+
+def _read_crrd(folder: Path) -> RhymeSystem:
+    """The 平水韵 system from a folder in THU-CRRD's layout; ProsodyError when it is not."""
+    if not all((folder / name).is_file() for name in CRRD_FILES):
+        raise ProsodyError(f"平水韵 tables not found: {_HOW_TO_GET_CRRD} (looked in {folder})")
+
+    def malformed(why: str) -> ProsodyError:
+        return ProsodyError(f"平水韵 tables in {folder} are malformed ({why}): {_HOW_TO_GET_CRRD}")
+
+    texts = {}
+    for name in CRRD_FILES:
+        try:
+            texts[name] = (folder / name).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ProsodyError(f"平水韵 tables in {folder} cannot be read ({name}: "
+                               f"{type(error).__name__}): {_HOW_TO_GET_CRRD}") from None
+
+    level: dict[str, set[str]] = {}
+    for number, line in enumerate(texts["pingshui.txt"].splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= 30:
+            raise malformed(f"pingshui.txt line {number} is not `CHAR CLASS` with CLASS 1-30")
+        level.setdefault(parts[0], set()).add(PINGSHUI_LEVEL_GROUPS[int(parts[1]) - 1])
+    pingsheng = texts["pingsheng.txt"].rstrip().splitlines()
+    if len(pingsheng) != len(PINGSHUI_LEVEL_GROUPS):
+        raise malformed(f"pingsheng.txt has {len(pingsheng)} lines, not 30")
+    in_pingsheng = {char for line in pingsheng for char in line}
+    pingshui_only = level.keys() - in_pingsheng
+    for group, line in zip(PINGSHUI_LEVEL_GROUPS, pingsheng):
+        for char in line:
+            if is_hanzi(char):  # the real files carry a stray Ｑ and a few U+FFFD: skip them
+                level.setdefault(char, set()).add(group)
+    zesheng = texts["zesheng.txt"].rstrip().splitlines()
+    if not zesheng:
+        raise malformed("zesheng.txt is empty")
+    oblique: dict[str, set[str]] = {}
+    for number, line in enumerate(zesheng, 1):
+        for char in line:
+            if is_hanzi(char):
+                oblique.setdefault(char, set()).add(f"{ZE}{number}")
+
+    # Two slips in the real tables. pingshui.txt files a few oblique characters under level
+    # classes (大 in 一东, 本 in 二冬, 哺 in 七虞 …); each of them is missing from the much fuller
+    # pingsheng.txt and present in zesheng.txt, so such an entry is dropped. And 一, the most
+    # common character of all, is in no table: it is 入声四质, like 七.
+    for char in pingshui_only & oblique.keys():
+        del level[char]
+    if "一" not in level and "一" not in oblique and "七" in oblique:
+        oblique["一"] = set(oblique["七"])
+
+    table = {}
+    for char in level.keys() | oblique.keys():
+        tones = ({PING} if char in level else set()) | ({ZE} if char in oblique else set())
+        table[char] = Reading(frozenset(tones),
+                              frozenset(level.get(char, set()) | oblique.get(char, set())))
+    names = PINGSHUI_LEVEL_GROUPS + tuple(f"{ZE}{n}" for n in range(1, len(zesheng) + 1))
+    return RhymeSystem("pingshui", "平水韵", names, lambda char: table.get(char, _NOTHING))
+
+
+def crrd_folder(crrd: str | os.PathLike | None = None) -> Path:
+    """Where the 平水韵 tables are: `crrd`, then $POEMGEN_CRRD, then $POEMGEN_HOME/data/crrd."""
+    folder = crrd or os.environ.get(CRRD_ENV) or poemgen_home() / "data" / "crrd"
+    return Path(folder).expanduser().resolve()
+
+
+_SYSTEMS: dict[tuple[str, str | None], RhymeSystem] = {}
+
+
+def load_system(name: str, crrd: str | os.PathLike | None = None) -> RhymeSystem:
+    """The rhyme system called `name` ("xinyun" or "pingshui"), loaded once per folder."""
+    if name not in RHYME_SYSTEMS:
+        raise ProsodyError(f"unknown rhyme system '{name}' (known: {', '.join(RHYME_SYSTEMS)})")
+    folder = crrd_folder(crrd) if name == "pingshui" else None
+    key = (name, None if folder is None else str(folder))
+    if key not in _SYSTEMS:
+        _SYSTEMS[key] = (_read_crrd(folder) if folder is not None else
+                         RhymeSystem("xinyun", "中华新韵", XINYUN_GROUPS, _xinyun_reading))
+    return _SYSTEMS[key]
+
+
+# --- tone templates (格律) -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Template:
+    """One standard tone pattern of a form."""
+
+    name: str                  # e.g. 平起首句入韵
+    lines: tuple[str, ...]     # each line's expected tones, a string of 平/仄
+    rhymes: tuple[int, ...]    # 0-based indices of the lines that must rhyme
+
+
+# The four five-character line types. Read in the order A B C D, each line is the 对 (opposite)
+# of the one before within a couplet and 粘 (shares its second tone) with it across couplets, so
+# a poem is a run through this cycle; 首句入韵 turns the first line into the rhyming type with the
+# same opening (A → D, C → B).
+_CYCLE = ("仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平")
+_RHYMING_FIRST = {"仄仄平平仄": "仄仄仄平平", "平平平仄仄": "平平仄仄平"}
+
+
+def _seven(line: str) -> str:
+    """A seven-character line: two characters of the opposite tone in front of a five."""
+    return (PING * 2 if line[0] == ZE else ZE * 2) + line
+
+
+@functools.lru_cache(maxsize=None)
+def templates(form: Form) -> tuple[Template, ...]:
+    """The four standard templates of `form`: 平起/仄起, first line rhyming or not."""
+    result = []
+    for start in (2, 0):  # five-character 平起 starts the cycle at C, 仄起 at A
+        for rhymes_first in (True, False):
+            lines = [_CYCLE[(start + i) % 4] for i in range(form.lines)]
+            if rhymes_first:
+                lines[0] = _RHYMING_FIRST[lines[0]]
+            if form.chars == 7:
+                lines = [_seven(line) for line in lines]
+            # named by the first line's second character, as is customary for both lengths
+            name = f"{lines[0][1]}起首句{'入韵' if rhymes_first else '不入韵'}"
+            rhymes = ((0,) if rhymes_first else ()) + tuple(range(1, form.lines, 2))
+            result.append(Template(name, tuple(lines), rhymes))
+    return tuple(sorted(result, key=lambda t: (t.name[0] != PING, "不" in t.name)))
+
+
+def _check_tone_mode(tones: str) -> None:
+    if tones not in TONE_MODES:
+        raise ProsodyError(f"unknown tone mode '{tones}' (known: {', '.join(TONE_MODES)})")
+
+
+def free_positions(chars: int, tones: str) -> frozenset[int]:
+    """0-based positions whose tone is not checked: 一三五不论 for "loose", none for "strict",
+    all for "none"."""
+    _check_tone_mode(tones)
+    if tones == "none":
+        return frozenset(range(chars))
+    return frozenset(range(0, chars - 2, 2)) if tones == "loose" else frozenset()
+
+
+# --- the checker ---------------------------------------------------------------------------------
+
+_SEPARATORS = re.compile(r"[，。！？；、,.!?;|\s]+")
+
+
+def split_lines(text: str) -> list[str]:
+    """A poem's lines: split on punctuation, newlines, `|` and whitespace."""
+    return [line for line in _SEPARATORS.split(text) if line]
+
+
+@dataclass
+class LineReport:
+    """What the checker found in one line."""
+
+    text: str
+    chars: int
+    tones: str                   # per character: 平, 仄, * (either), ? (unknown)
+    template: str                # the best template's pattern for this line ("" without a form)
+    tone_errors: list[int]       # 0-based positions whose character cannot have (or is not
+                                 # known to have) the template's tone; free positions excepted
+    rhyme_char: str | None       # the last character, for lines that must rhyme
+    rhyme_groups: list[str]      # its rhyme groups
+    repeats: list[str]           # characters already used earlier in the poem or the line
+
+
+@dataclass
+class CheckResult:
+    """The verdict on a poem; `to_dict()` is ready for JSON."""
+
+    ok: bool                     # a valid form that rhymes, keeps its tones and repeats nothing
+    form: str | None             # e.g. 五言绝句; None when the shape is not a 绝句 or 律诗
+    rhyme_system: str            # xinyun, pingshui or none
+    template: str | None         # the best-fitting template's name
+    rhyme_ok: bool               # False when the form is invalid (nothing could be checked)
+    tones_ok: bool
+    repeats_ok: bool
+    rhyme_group: list[str]       # the group(s) all rhyming lines share
+    lines: list[LineReport]
+    reasons: list[str]           # one human-readable line per failure
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mark(tones: frozenset[str]) -> str:
+    return EITHER if len(tones) == 2 else next(iter(tones), UNKNOWN)
+
+
+def _repeats(lines: list[str], allow_reduplication: bool) -> list[list[str]]:
+    """Per line, the characters used before; 萋萋-style doubling is no repeat when allowed."""
+    seen: set[str] = set()
+    result = []
+    for line in lines:
+        repeated: list[str] = []
+        for j, char in enumerate(line):
+            doubled = (allow_reduplication and j > 0 and line[j - 1] == char
+                       and (j < 2 or line[j - 2] != char))
+            if char in seen and not doubled and char not in repeated:
+                repeated.append(char)
+            seen.add(char)
+        result.append(repeated)
+    return result
+
+
+def _shape_problems(lines: list[str]) -> list[str]:
+    if not lines:
+        return ["form: no text"]
+    problems = []
+    if len(lines) not in (4, 8):
+        problems.append(f"form: {len(lines)} lines (a 绝句 has 4, a 律诗 8)")
+    lengths = {len(line) for line in lines}
+    if len(lengths) > 1 or lengths.pop() not in (5, 7):
+        problems.append(f"form: lines of {', '.join(str(len(line)) for line in lines)} characters "
+                        "(all 5 or all 7)")
+    for i, line in enumerate(lines):
+        others = "".join(dict.fromkeys(c for c in line if not is_hanzi(c)))
+        if others:
+            problems.append(f"form: line {i + 1} {line} has characters that are not Chinese: "
+                            f"{others}")
+    return problems
+
+
+class _Fit(NamedTuple):
+    template: Template
+    errors: list[list[int]]      # per line, the enforced tone errors
+    shared: frozenset[str]       # groups shared by the rhyming lines' last characters
+    key: tuple
+
+
+def _fit(template: Template, index: int, lines: list[str], system: RhymeSystem,
+         free: frozenset[int], rhyme: bool) -> _Fit:
+    """How well a poem fits a template; a character of unknown tone fits no tone."""
+    loose = free_positions(len(lines[0]), "loose")
+    errors, loose_errors = [], 0
+    for line, pattern in zip(lines, template.lines):
+        wrong = [j for j, (char, tone) in enumerate(zip(line, pattern))
+                 if tone not in system.tones(char)]
+        errors.append([j for j in wrong if j not in free])
+        loose_errors += sum(j not in loose for j in wrong)
+    shared = frozenset.intersection(*(system.groups(lines[i][-1]) for i in template.rhymes))
+    # Rhymes first, so that whether a poem rhymes never depends on the tone mode: a template
+    # whose rhymes hold; then the fewest enforced tone errors; then the more rhyming lines (the
+    # first line 入韵 when it does rhyme and the tones do not say otherwise); then the tones under
+    # 一三五不论, so that 平起/仄起 is told apart even when tones are not enforced. A poem that
+    # both rhymes and keeps its tones under some template is `ok` whichever comes first; the
+    # order only decides what a failing poem is blamed for. Tones first would blame 鹿柴 (空山不见人,
+    # 仄 rhymes 响 上) for not rhyming, because its first line has the tones of a rhyming one.
+    if not rhyme:
+        rhyme_fails, more_rhymes = 0, 0
+    elif shared:
+        rhyme_fails, more_rhymes = 0, -len(template.rhymes)
+    else:
+        rhyme_fails, more_rhymes = 1, len(template.rhymes)  # blame as few lines as it can
+    key = (rhyme_fails, sum(map(len, errors)), more_rhymes, loose_errors, index)
+    return _Fit(template, errors, shared, key)
+
+
+def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
+          crrd: str | os.PathLike | None = None, allow_reduplication: bool = True) -> CheckResult:
+    """Check a poem's form, rhyme, tones and repeated characters.
+
+    `rhyme` is "xinyun", "pingshui" (tables from `crrd`, see `load_system`) or "none" (no rhyme
+    rule; tones then come from 中华新韵). `tones` is "loose" (一三五不论), "strict" or "none".
+    A poem of the wrong shape is a failed result, not an exception; an unknown system or mode,
+    or missing 平水韵 tables, raise ProsodyError.
+    """
+    _check_tone_mode(tones)
+    if rhyme != "none" and rhyme not in RHYME_SYSTEMS:
+        raise ProsodyError(f"unknown rhyme system '{rhyme}' "
+                           f"(known: {', '.join(RHYME_SYSTEMS)}, none)")
+    system = load_system("xinyun" if rhyme == "none" else rhyme, crrd)
+    lines = split_lines(text)
+    marks = ["".join(_mark(system.tones(char)) for char in line) for line in lines]
+    repeats = _repeats(lines, allow_reduplication)
+    repeat_reasons = [f"line {i + 1} {line} repeats {''.join(chars)}"
+                      for i, (line, chars) in enumerate(zip(lines, repeats)) if chars]
+
+    problems = _shape_problems(lines)
+    if problems:
+        reports = [LineReport(line, len(line), mark, "", [], None, [], chars)
+                   for line, mark, chars in zip(lines, marks, repeats)]
+        return CheckResult(ok=False, form=None, rhyme_system=rhyme, template=None, rhyme_ok=False,
+                           tones_ok=False, repeats_ok=not repeat_reasons, rhyme_group=[],
+                           lines=reports, reasons=problems + repeat_reasons)
+
+    form = Form(len(lines), len(lines[0]))
+    free = free_positions(form.chars, tones)
+    best = min((_fit(t, i, lines, system, free, rhyme != "none")
+                for i, t in enumerate(templates(form))), key=lambda fit: fit.key)
+    template = best.template
+
+    reports, reasons = [], []
+    for i, (line, mark, errors, chars) in enumerate(zip(lines, marks, best.errors, repeats)):
+        rhymes = i in template.rhymes
+        groups = system.order(system.groups(line[-1])) if rhymes and rhyme != "none" else []
+        reports.append(LineReport(line, len(line), mark, template.lines[i], errors,
+                                  line[-1] if rhymes else None, groups, chars))
+        if errors:
+            wrong = ", ".join(f"{line[j]} (char {j + 1}) should be {template.lines[i][j]}"
+                              for j in errors)
+            reasons.append(f"line {i + 1} {line}: {wrong} ({template.name})")
+
+    rhyme_ok = rhyme == "none" or bool(best.shared)
+    if not rhyme_ok:
+        ends = " ".join(lines[i][-1] for i in template.rhymes)
+        unknown = [lines[i][-1] for i in template.rhymes if not system.groups(lines[i][-1])]
+        reasons.append(f"rhyme: {ends} share no {system.title} group"
+                       + (f" ({' '.join(unknown)} not in its tables)" if unknown else ""))
+    tones_ok = not any(best.errors)
+    reasons += repeat_reasons
+    return CheckResult(
+        ok=rhyme_ok and tones_ok and not repeat_reasons, form=form.name, rhyme_system=rhyme,
+        template=template.name, rhyme_ok=rhyme_ok, tones_ok=tones_ok,
+        repeats_ok=not repeat_reasons,
+        rhyme_group=system.order(best.shared) if rhyme != "none" else [], lines=reports,
+        reasons=reasons)
