@@ -2,11 +2,13 @@
 
 Reads the three CCPC splits (downloading them if no folder is given), keeps the well-formed
 quatrains, removes duplicates within a split and across splits (test > valid > train), and
-writes train/valid/test.jsonl plus a manifest.json into the output folder. Standard library
-only. Run from the project's root:
+writes train/valid/test.jsonl plus a manifest.json into the output folder. Also provides the
+平水韵 rhyme tables of THU-CRRD that poemgen.prosody reads: downloaded along with CCPC, or on
+request with --crrd / --crrd-source. Standard library only. Run from the project's root:
 
-    python data/prepare.py                                   # download the full corpus
+    python data/prepare.py                                   # download CCPC and CRRD
     python data/prepare.py --source ../shared/data/ccpc --train-split valid  # a small stand-in
+    python data/prepare.py --only-crrd --crrd-source ../shared/data/crrd     # CRRD alone
 
 Output lines: {"lines": [4 strings], "keywords": [...], "title", "author", "dynasty"}.
 A second run with the same sources and options does nothing; --force rewrites.
@@ -19,6 +21,7 @@ import hashlib
 import json
 import random
 import re
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from poemgen.errors import PoemgenError
 from poemgen.models import poemgen_home
+from poemgen.prosody import CRRD_FILES  # pure Python, cheap: no torch, no pypinyin
 
 # -----------------------------------------------------------------------------
 # configuration
@@ -36,6 +40,8 @@ URL = "https://raw.githubusercontent.com/THUNLP-AIPoet/Datasets/master/CCPC/ccpc
 PAGE = "https://github.com/THUNLP-AIPoet/Datasets/tree/master/CCPC"
 SPLITS = ("train", "valid", "test")
 PRIORITY = ("test", "valid", "train")  # a poem in several splits stays only in the first of these
+CRRD_URL = "https://raw.githubusercontent.com/THUNLP-AIPoet/Datasets/master/CRRD/{name}"
+CRRD_PAGE = "https://github.com/THUNLP-AIPoet/Datasets/tree/master/CRRD"
 LINES, CHARS = 4, (5, 7)  # quatrains (绝句) of five or seven characters a line
 # CJK unified ideographs only: the main block, extension A, extensions B-F (up to the
 # compatibility supplement at U+2F800) and G-H. Not □, punctuation, letters or compatibility forms.
@@ -65,18 +71,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --train-split valid: poems held out for validation (default: 500)")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="with --train-split valid: seed of the holdout shuffle (default: 0)")
-    p.add_argument("--force", action="store_true", help="rewrite even if the data is up to date")
+    p.add_argument("--force", action="store_true",
+                   help="rewrite even if the data is up to date (and fetch CRRD again)")
+    crrd = p.add_argument_group(
+        "平水韵 tables (THU-CRRD)",
+        f"{', '.join(CRRD_FILES)}, read by `poemgen check --rhyme pingshui`. Fetched by default "
+        "when CCPC is downloaded (no --source); with --source only when asked for.")
+    how = crrd.add_mutually_exclusive_group()
+    how.add_argument("--crrd", action="store_true",
+                     help="download the tables from GitHub (files already there are kept)")
+    how.add_argument("--crrd-source", type=Path, metavar="DIR",
+                     help="copy the tables from this folder instead (e.g. ../shared/data/crrd)")
+    crrd.add_argument("--crrd-out", type=Path, metavar="DIR",
+                      help="where the tables go (default: $POEMGEN_HOME/data/crrd, where "
+                           "poemgen looks for them)")
+    crrd.add_argument("--only-crrd", action="store_true",
+                      help="prepare the tables only, not CCPC (downloads them unless "
+                           "--crrd-source is given)")
     args = p.parse_args(argv)
     if args.holdout < 1:
         p.error("--holdout must be at least 1")
+    if args.only_crrd and (args.source or args.out):
+        p.error("--only-crrd skips CCPC: --source and --out do not apply (--crrd-out does)")
+    args.want_crrd = bool(args.crrd or args.crrd_source or args.only_crrd or args.source is None)
+    if args.crrd_out and not args.want_crrd:
+        p.error("--crrd-out needs --crrd, --crrd-source or --only-crrd when --source is given")
     return args
 
 
 # -----------------------------------------------------------------------------
 # source files: a given folder, or a download into OUT/raw
 
-def download(url: str, path: Path) -> None:
-    """Fetch url into path through path.part, renamed only once complete."""
+def download(url: str, path: Path, what: str = "the CCPC files", page: str = PAGE,
+             option: str = "--source") -> None:
+    """Fetch url into path through path.part, renamed only once complete. A failure says how to
+    get `what` by hand from `page` and pass it with `option`."""
     part, done = path.with_name(path.name + ".part"), 0
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
@@ -90,8 +119,8 @@ def download(url: str, path: Path) -> None:
     except (urllib.error.URLError, OSError) as e:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
-        raise PoemgenError(f"could not download {url} ({reason}); download the CCPC files by hand "
-                           f"from {PAGE} and pass --source DIR") from None
+        raise PoemgenError(f"could not download {url} ({reason}); download {what} by hand "
+                           f"from {page} and pass {option} DIR") from None
     finally:
         if done:
             print(file=sys.stderr)  # end the progress line
@@ -224,6 +253,89 @@ def counts(skipped: Counter) -> str:
 
 
 # -----------------------------------------------------------------------------
+# THU-CRRD: the 平水韵 tables, copied or downloaded as they are
+
+def same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def fetch_crrd(args: argparse.Namespace, out: Path) -> list[str]:
+    """Copy or download the CRRD files into out; what was done to each, for the report."""
+    source = args.crrd_source
+    if source is not None:
+        if not source.is_dir():
+            problem = "is not a folder" if source.exists() else "does not exist"
+            raise PoemgenError(f"CRRD source folder {source} {problem}; pass a folder holding "
+                               f"{', '.join(CRRD_FILES)}, or --crrd to download them")
+        for name in CRRD_FILES:
+            if not (source / name).is_file():
+                raise PoemgenError(f"{source} has no {name}, one of the 平水韵 tables; download "
+                                   f"it from {CRRD_PAGE}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PoemgenError(f"cannot create {out}: {e.strerror or e}") from None
+    done = []
+    for name in CRRD_FILES:
+        target = out / name
+        if source is not None:
+            if not args.force and same_bytes(source / name, target):
+                done.append("already there")
+                continue
+            part = target.with_name(name + ".part")
+            try:
+                shutil.copyfile(source / name, part)
+                part.replace(target)
+            except OSError as e:
+                part.unlink(missing_ok=True)
+                raise PoemgenError(f"cannot copy {source / name} to {target}: "
+                                   f"{e.strerror or e}") from None
+            done.append(f"copied from {source}")
+        elif target.exists() and not args.force:
+            done.append("already there")
+        else:
+            download(CRRD_URL.format(name=name), target, what="the CRRD files", page=CRRD_PAGE,
+                     option="--crrd-source")
+            done.append("downloaded")
+    return done
+
+
+def check_crrd(out: Path) -> list[int]:
+    """The number of lines of each CRRD file, once each is known to be non-empty UTF-8 text.
+    (The real files have CRLF line ends and a few stray characters: poemgen.prosody copes.)"""
+    lines = []
+    for name in CRRD_FILES:
+        path = out / name
+        again = f"get it again from {CRRD_PAGE} (--crrd --force downloads it again)"
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise PoemgenError(f"{path} is not UTF-8 text; {again}") from None
+        except OSError as e:
+            raise PoemgenError(f"cannot read {path}: {e.strerror or e}") from None
+        if not text.strip():
+            raise PoemgenError(f"{path} is empty; {again}")
+        lines.append(len(text.splitlines()))
+    return lines
+
+
+def prepare_crrd(args: argparse.Namespace) -> int:
+    default = poemgen_home() / "data" / "crrd"
+    out = (args.crrd_out or default).expanduser()
+    done = fetch_crrd(args, out)
+    lines = check_crrd(out)
+    print(f"平水韵 tables (THU-CRRD) in {out}")
+    for name, count, what in zip(CRRD_FILES, lines, done):
+        print(f"  {name:<13} {count:>5} line{'s' * (count != 1)}  ({what})")
+    if out.resolve() != default.expanduser().resolve():
+        print(f"  not the default folder: pass --crrd {out} to poemgen, or set $POEMGEN_CRRD")
+    return 0
+
+
+# -----------------------------------------------------------------------------
 # main
 
 def prepare(args: argparse.Namespace) -> int:
@@ -294,7 +406,11 @@ def prepare(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return prepare(args)
+        if not args.only_crrd:
+            prepare(args)
+        if args.want_crrd:
+            prepare_crrd(args)
+        return 0
     except PoemgenError as e:
         print(f"prepare: error: {e}", file=sys.stderr)
         return 1

@@ -215,7 +215,8 @@ def update_state(plan: VersePlan, state: PoemState, line_index: int, line: str) 
         chosen = groups if state.group is None else state.group & groups
         # keep only the groups that can still carry the rhymes to come, when any can
         viable = chosen & plan.viable_groups(list(state.used | set(ids)), line_index + 1)
-        state.group = viable if viable.any() else chosen
+        if chosen.any():  # empty only when a relaxed rule let a line miss the rhyme
+            state.group = viable if viable.any() else chosen
     state.used.update(i for i in ids if i >= 0)
 
 
@@ -330,6 +331,8 @@ class VerseProcessor(LogitsProcessor):
                 # the whole poem's rhymes.
                 can_ze = (plan.system.char_tones[table.last] & ZE) != 0
                 viable = plan.viable_groups(list(state.used) + line_chars, self.line)
+                if state.group is not None:  # a rhyme group given by the user
+                    viable = state.group
                 return ~ends | can_ze | (last_groups @ viable.float() > 0)
             return ok
         if name == "acrostic":

@@ -35,7 +35,7 @@ TONE_MODES = ("loose", "strict", "none")
 CRRD_ENV = "POEMGEN_CRRD"
 CRRD_FILES = ("pingshui.txt", "pingsheng.txt", "zesheng.txt")
 
-_HOW_TO_GET_CRRD = f"pass --crrd DIR, set ${CRRD_ENV}, or run `python data/prepare.py --crrd`"
+_HOW_TO_GET_CRRD = f"pass --crrd DIR, set ${CRRD_ENV}, or run `python data/prepare.py --only-crrd`"
 
 
 class ProsodyError(PoemgenError):

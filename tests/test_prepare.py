@@ -1,7 +1,9 @@
-"""data/prepare.py: CCPC checks, cross-split dedup, the holdout, errors and idempotence.
+"""data/prepare.py: CCPC checks, cross-split dedup, the holdout, errors and idempotence, and
+the 平水韵 tables of THU-CRRD (copied, downloaded, checked).
 
-Every test builds a tiny fake CCPC folder in tmp_path from made-up lines; only the last one reads
-the real (academic-use) corpus, from ../shared/data/ccpc by path, and skips when it is absent.
+Every test builds a tiny fake CCPC or CRRD folder in tmp_path from made-up lines; only the last
+two read the real (academic-use) data, from ../shared/data/{ccpc,crrd} by path, and skip when it
+is absent. CRRD "downloads" always come from a fake file:// folder, never from the network.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CCPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "ccpc"
+SHARED_CRRD = Path(__file__).resolve().parents[2] / "shared" / "data" / "crrd"
 
 spec = importlib.util.spec_from_file_location("prepare", ROOT / "data" / "prepare.py")
 prepare = importlib.util.module_from_spec(spec)
@@ -68,6 +71,31 @@ def error_line(capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("prepare: error: "), err
     return err
+
+
+CRRD_NAMES = ("pingshui.txt", "pingsheng.txt", "zesheng.txt")
+
+
+def write_crrd(folder: Path) -> Path:
+    """Made-up 平水韵 tables in THU-CRRD's layout (CRLF line ends like the real files):
+    pingshui.txt `CHAR CLASS` lines, pingsheng.txt 30 lines of level characters (one per class),
+    zesheng.txt lines of oblique characters (one per group)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {"pingshui.txt": ["东 1", "同 1", "冬 2", "江 3"],
+              "pingsheng.txt": ["东同", "冬", "江"] + ["天"] * 27,
+              "zesheng.txt": ["董动", "肿", "讲", "七质"]}
+    for name, lines in tables.items():
+        (folder / name).write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def crrd_remote(tmp_path, monkeypatch) -> Path:
+    """Every run that fetches CRRD (any run without --source) gets it from a fake local folder."""
+    remote = write_crrd(tmp_path / "crrd-remote")
+    monkeypatch.setattr(prepare, "CRRD_URL", remote.as_uri() + "/{name}")
+    monkeypatch.delenv("POEMGEN_CRRD", raising=False)
+    return remote
 
 
 # --- a clean run ---
@@ -339,14 +367,176 @@ def test_standard_library_only():
     code = ("import importlib.util, sys; "
             f"s = importlib.util.spec_from_file_location('prepare', {script!r}); "
             "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
-            "print([n for n in ('torch', 'transformers', 'datasets', 'numpy') "
+            "print([n for n in ('torch', 'transformers', 'datasets', 'numpy', 'pypinyin') "
             "if n in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
 
 
-# --- the real corpus (../shared/data/ccpc: valid and test only) ---
+# --- the 平水韵 tables (THU-CRRD) ---
+
+def test_crrd_source_copies_the_tables_only(tmp_path, isolated_home, capsys):
+    src = write_crrd(tmp_path / "src")
+    out = tmp_path / "crrd"
+    assert run("--only-crrd", "--crrd-source", src, "--crrd-out", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(CRRD_NAMES)  # no .part left
+    for name in CRRD_NAMES:
+        assert (out / name).read_bytes() == (src / name).read_bytes()  # byte for byte, CRLF kept
+    report = capsys.readouterr().out
+    assert str(out) in report and "copied" in report and "pingsheng.txt" in report
+    assert "--crrd" in report  # not the default folder: says how to point poemgen at it
+    assert not (isolated_home / "data" / "ccpc").exists()  # --only-crrd: CCPC untouched
+
+
+def test_crrd_default_out_is_where_prosody_looks(tmp_path, isolated_home, capsys):
+    from poemgen import prosody
+
+    assert prosody.CRRD_FILES == CRRD_NAMES == prepare.CRRD_FILES
+    assert run("--only-crrd", "--crrd-source", write_crrd(tmp_path / "src")) == 0
+    assert (isolated_home / "data" / "crrd" / "pingshui.txt").is_file()
+    assert "not the default folder" not in capsys.readouterr().out
+    system = prosody.load_system("pingshui")  # no --crrd, no $POEMGEN_CRRD: the default folder
+    assert system.tones("东") == {"平"} and system.tones("董") == {"仄"}
+
+
+def test_crrd_rerun_skips_present_files_and_recopies_changed_ones(tmp_path, capsys):
+    src = write_crrd(tmp_path / "src")
+    out = tmp_path / "crrd"
+    argv = ["--only-crrd", "--crrd-source", src, "--crrd-out", out]
+    assert run(*argv) == 0
+    files = [out / name for name in CRRD_NAMES]
+    for f in files:
+        os.utime(f, ns=(10**18, 10**18))
+    capsys.readouterr()
+
+    assert run(*argv) == 0
+    assert capsys.readouterr().out.count("already there") == 3
+    assert all(f.stat().st_mtime_ns == 10**18 for f in files)
+
+    (src / "zesheng.txt").write_bytes("董动\r\n".encode())  # a changed source is copied
+    assert run(*argv) == 0
+    assert (out / "zesheng.txt").read_bytes() == "董动\r\n".encode()
+    assert [f.stat().st_mtime_ns == 10**18 for f in files] == [True, True, False]
+
+    assert run(*argv, "--force") == 0  # --force copies everything again
+    assert all(f.stat().st_mtime_ns != 10**18 for f in files)
+
+
+def test_crrd_download_then_rerun_skips_present_files(tmp_path, crrd_remote, capsys):
+    out = tmp_path / "crrd"
+    assert run("--only-crrd", "--crrd", "--crrd-out", out) == 0
+    for name in CRRD_NAMES:
+        assert (out / name).read_bytes() == (crrd_remote / name).read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(CRRD_NAMES)
+    captured = capsys.readouterr()
+    assert "downloading pingshui.txt" in captured.err and "downloaded" in captured.out
+
+    for f in crrd_remote.iterdir():  # files already there are not fetched again
+        f.unlink()
+    assert run("--only-crrd", "--crrd-out", out) == 0  # --only-crrd alone downloads too
+    captured = capsys.readouterr()
+    assert captured.out.count("already there") == 3 and "downloading" not in captured.err
+
+    assert run("--only-crrd", "--crrd-out", out, "--force") == 1  # --force fetches again: gone
+    err = error_line(capsys)
+    assert err.startswith("prepare: error: could not download") and "--crrd-source" in err
+    assert "CRRD" in err and "ccpc" not in err.lower()
+    assert not list(out.glob("*.part"))
+
+
+def test_crrd_download_failure_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(prepare, "CRRD_URL", (tmp_path / "absent").as_uri() + "/{name}")
+    out = tmp_path / "crrd"
+    assert run("--only-crrd", "--crrd", "--crrd-out", out) == 1
+    err = error_line(capsys)
+    assert "pingshui.txt" in err and "--crrd-source DIR" in err
+    assert not list(out.iterdir())  # no .part left behind
+
+
+def test_no_source_prepares_ccpc_and_crrd(tmp_path, monkeypatch, isolated_home, capsys):
+    remote = write_source(tmp_path / "remote", train=[record(i) for i in range(3)],
+                          valid=[record(10)], test=[record(20)])
+    monkeypatch.setattr(prepare, "URL", remote.as_uri() + "/ccpc_{split}_v1.0.json")
+    assert run() == 0  # the newcomer's command
+    assert (isolated_home / "data" / "ccpc" / "manifest.json").is_file()
+    tables = isolated_home / "data" / "crrd"
+    assert sorted(p.name for p in tables.iterdir()) == sorted(CRRD_NAMES)
+    report = capsys.readouterr().out
+    assert "output" in report and "平水韵" in report
+
+    assert run() == 0  # both up to date
+    report = capsys.readouterr().out
+    assert "up to date" in report and report.count("already there") == 3
+
+
+def test_source_leaves_crrd_alone_unless_asked(tmp_path, isolated_home, capsys):
+    src = write_source(tmp_path / "src", valid=[record(i) for i in range(3)], test=[record(9)])
+    argv = ["--source", src, "--train-split", "valid", "--holdout", "1"]
+    assert run(*argv) == 0
+    assert not (isolated_home / "data" / "crrd").exists()
+    assert "平水韵" not in capsys.readouterr().out
+
+    out = tmp_path / "crrd"
+    assert run(*argv, "--crrd-source", write_crrd(tmp_path / "tables"), "--crrd-out", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(CRRD_NAMES)
+    assert run(*argv, "--crrd") == 0  # downloads into the default folder
+    assert (isolated_home / "data" / "crrd" / "zesheng.txt").is_file()
+
+
+def test_missing_crrd_source_folder(tmp_path, capsys):
+    assert run("--only-crrd", "--crrd-source", tmp_path / "nowhere",
+               "--crrd-out", tmp_path / "out") == 1
+    err = error_line(capsys)
+    assert "nowhere" in err and "does not exist" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("missing", CRRD_NAMES)
+def test_missing_crrd_source_file(tmp_path, capsys, missing):
+    src = write_crrd(tmp_path / "src")
+    (src / missing).unlink()
+    assert run("--only-crrd", "--crrd-source", src, "--crrd-out", tmp_path / "out") == 1
+    err = error_line(capsys)
+    assert str(src) in err and missing in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, problem", [(b"\xff\xfe\x00bad", "not UTF-8"),
+                                              (b" \r\n\r\n", "empty")])
+def test_unreadable_or_empty_crrd_file(tmp_path, capsys, content, problem):
+    src = write_crrd(tmp_path / "src")
+    (src / "pingsheng.txt").write_bytes(content)
+    assert run("--only-crrd", "--crrd-source", src, "--crrd-out", tmp_path / "out") == 1
+    err = error_line(capsys)
+    assert "pingsheng.txt" in err and problem in err
+
+
+@pytest.mark.parametrize("argv", [["--only-crrd", "--source", "x"],
+                                  ["--only-crrd", "--out", "x"],
+                                  ["--crrd", "--crrd-source", "x"],
+                                  ["--source", "x", "--crrd-out", "y"]])
+def test_conflicting_crrd_options_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(*argv)
+    assert exit_info.value.code == 2
+    assert "prepare: error: " in capsys.readouterr().err
+
+
+# --- the real data (../shared/data: CCPC valid and test only, and CRRD) ---
+
+@pytest.mark.skipif(not SHARED_CRRD.is_dir(),
+                    reason=f"real CRRD tables not found at {SHARED_CRRD} "
+                           "(academic-use data, never in the repository)")
+def test_real_crrd_is_loadable_by_prosody(tmp_path, capsys):
+    from poemgen import prosody
+
+    out = tmp_path / "crrd"
+    assert run("--only-crrd", "--crrd-source", SHARED_CRRD, "--crrd-out", out) == 0
+    assert "2191 lines" in capsys.readouterr().out  # CRLF, a stray Ｑ and U+FFFD are fine
+    system = prosody.load_system("pingshui", crrd=out)
+    assert system.tones("东") == {"平"} and "上平一东" in system.groups("东")
+    assert system.tones("一") == {"仄"}
 
 @pytest.mark.skipif(not SHARED_CCPC.is_dir(),
                     reason=f"real CCPC data not found at {SHARED_CCPC} "

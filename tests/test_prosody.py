@@ -144,7 +144,7 @@ def test_pingshui_missing_tables_say_how_to_get_them(tmp_path):
         load_system("pingshui", tmp_path / "nowhere")
     message = str(error.value)
     assert isinstance(error.value, PoemgenError) and "\n" not in message
-    for hint in ("--crrd DIR", "$POEMGEN_CRRD", "python data/prepare.py --crrd", "nowhere"):
+    for hint in ("--crrd DIR", "$POEMGEN_CRRD", "python data/prepare.py --only-crrd", "nowhere"):
         assert hint in message
 
 
