@@ -72,7 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     writing.add_argument("--top-p", type=float, default=0.9,
                          help="nucleus sampling mass (default 0.9)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
-    parser.add_argument("--vocab", metavar="FILE", help="keyword vocabulary (WORD<TAB>CATEGORY lines)")
+    choice = parser.add_argument_group("keywords")
+    choice.add_argument("--vocab", metavar="FILE", help="keyword vocabulary (WORD<TAB>CATEGORY lines)")
+    choice.add_argument("--categories", metavar="NAMES", default="",
+                        help="choose keywords only from these categories, e.g. 山水,草木")
+    choice.add_argument("--per-category", type=positive_int, default=2, metavar="N",
+                        help="at most N keywords from one category (default 2)")
+    choice.add_argument("--diversity", type=float, default=0.3,
+                        help="0-1: weight against near-synonyms in the list (default 0.3)")
+    choice.add_argument("--emotions", action="store_true",
+                        help="offer 情思 keywords even when CLIP finds them unlikely")
     parser.add_argument("--keywords-only", action="store_true",
                         help="print the keywords only; no poet is loaded")
     parser.add_argument("--json", action="store_true",
@@ -122,7 +131,9 @@ def options_from(args: argparse.Namespace):
                        imitate=args.imitate, rhyme=args.rhyme, tones=args.tones,
                        rhyme_group=args.rhyme_group, acrostic=args.acrostic,
                        no_repeat=not args.allow_repeats, reduplication=args.reduplication,
-                       candidates=args.candidates)
+                       candidates=args.candidates, per_category=args.per_category,
+                       diversity=args.diversity, emotions=args.emotions,
+                       categories=tuple(c for c in re.split(r"[,，、\s]+", args.categories) if c))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = None
     if args.images:
         scorer = KeywordScorer.load(resolve_clip(args.clip), device, vocabulary)
+        scorer.allowed(options.categories)  # an unknown category fails before any image
     pipeline = Pipeline(scorer, poet)
 
     if not args.images:  # from the given keywords alone
@@ -172,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         embeddings = scorer.embed_images(images)
         keywords = ([[Keyword(w, None) for w in given]] * len(images) if given
-                    else scorer.keywords_for(embeddings, options.topk))
+                    else scorer.keywords_for(embeddings, options.topk, options.selection))
         if poet is not None:
             poems = pipeline.write_from_keywords(keywords, options, embeddings)
         else:

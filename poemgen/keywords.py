@@ -21,10 +21,14 @@ from PIL import Image
 
 from poemgen.errors import PoemgenError
 from poemgen.models import check_local, fingerprint, load_error, poemgen_home
+from poemgen.options import Selection
 
 # Several phrasings of "a picture of X" for the text tower; averaging them makes a keyword's
 # embedding less sensitive to any one wording. Changing them invalidates the embedding cache.
 DEFAULT_TEMPLATES = ("{}", "{}的照片", "一幅{}的画", "{}的风景")
+
+EMOTIONS = "情思"          # the category of feelings
+EMOTION_THRESHOLD = 0.05   # a feeling is offered unasked only when at least this likely
 
 _WORD = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,8}$")
 
@@ -157,19 +161,69 @@ class KeywordScorer:
         return F.normalize(self.model.get_text_features(**inputs).pooler_output.float(), dim=-1)
 
     @torch.inference_mode()
-    def keywords_for(self, image_embeddings: torch.Tensor, topk: int = 5) -> list[list[Keyword]]:
-        """The `topk` most likely keywords for each image embedding, best first."""
-        topk = min(topk, len(self.vocabulary.words))
-        scale = self.model.logit_scale.exp().float()
-        probs = (scale * image_embeddings @ self.text_embeddings.T).softmax(dim=-1)
-        values, indices = probs.topk(topk, dim=-1)
-        return [[Keyword(self.vocabulary.words[i], v) for v, i in zip(row_values, row_indices)]
-                for row_values, row_indices in zip(values.tolist(), indices.tolist())]
+    def keywords_for(self, image_embeddings: torch.Tensor, topk: int = 5,
+                     selection: Selection = Selection()) -> list[list[Keyword]]:
+        """The `topk` keywords for each image embedding, best first, chosen as `selection` says.
 
-    def score(self, images: list[Image.Image], topk: int = 5,
-              batch_size: int = 16) -> list[list[Keyword]]:
-        """The `topk` most likely keywords for each image, best first."""
-        return self.keywords_for(self.embed_images(images, batch_size), topk)
+        Scores are probabilities over the allowed words (softmax with CLIP's logit scale). The
+        choice is maximal marginal relevance: each next keyword maximises
+        (1 - diversity) × its similarity to the image - diversity × its greatest similarity to a
+        keyword already chosen, so near-synonyms do not crowd the list; at most `per_category`
+        come from one category, and 情思 words (a photo shows feelings only indirectly) only
+        when `selection.emotions` or their probability reaches `EMOTION_THRESHOLD`.
+        """
+        allowed = self.allowed(selection.categories)
+        similarity = image_embeddings @ self.text_embeddings.T  # cosine, (images, words)
+        scale = self.model.logit_scale.exp().float()
+        probs = (scale * similarity).masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+        emotional = torch.tensor([c == EMOTIONS for c in self.vocabulary.categories])
+        results = []
+        for sims, row in zip(similarity, probs):
+            usable = allowed & (~emotional | selection.emotions | (row >= EMOTION_THRESHOLD))
+            pool = row.masked_fill(~usable, -1).topk(min(len(row), topk * 10)).indices
+            pool = [int(i) for i in pool if usable[i]]
+            chosen = sorted(self._select(pool, sims, topk, selection), key=lambda i: -float(row[i]))
+            results.append([Keyword(self.vocabulary.words[i], float(row[i])) for i in chosen])
+        return results
+
+    def _select(self, pool: list[int], sims: torch.Tensor, topk: int,
+                selection: Selection) -> list[int]:
+        chosen: list[int] = []
+        per_category: dict[str, int] = {}
+        while pool and len(chosen) < topk:
+            best, best_value = None, float("-inf")
+            for i in pool:
+                if per_category.get(self.vocabulary.categories[i], 0) >= selection.per_category:
+                    continue
+                redundancy = max((float(self.text_embeddings[i] @ self.text_embeddings[j])
+                                  for j in chosen), default=0.0)
+                value = (1 - selection.diversity) * float(sims[i]) - selection.diversity * redundancy
+                if value > best_value:
+                    best, best_value = i, value
+            if best is None:
+                break
+            chosen.append(best)
+            pool.remove(best)
+            category = self.vocabulary.categories[best]
+            per_category[category] = per_category.get(category, 0) + 1
+        return chosen
+
+    def allowed(self, categories: tuple[str, ...]) -> torch.Tensor:
+        """Which words the chosen categories allow (all when none are named)."""
+        known = set(self.vocabulary.categories)
+        unknown = [c for c in categories if c not in known]
+        if unknown:
+            raise VocabularyError(f"unknown categor{'ies' if len(unknown) > 1 else 'y'} "
+                                  f"{','.join(unknown)}; the vocabulary has "
+                                  f"{','.join(dict.fromkeys(self.vocabulary.categories))}")
+        if not categories:
+            return torch.ones(len(self.vocabulary.words), dtype=torch.bool)
+        return torch.tensor([c in categories for c in self.vocabulary.categories])
+
+    def score(self, images: list[Image.Image], topk: int = 5, batch_size: int = 16,
+              selection: Selection = Selection()) -> list[list[Keyword]]:
+        """The `topk` keywords for each image, best first (see `keywords_for`)."""
+        return self.keywords_for(self.embed_images(images, batch_size), topk, selection)
 
 
 @torch.inference_mode()

@@ -26,6 +26,16 @@ class Rules:
     rhyme_group: str = ""       # the rhyme group to use; empty: the first rhyming line's
 
 
+@dataclass(frozen=True)
+class Selection:
+    """How keywords are chosen from the scores (see `KeywordScorer.keywords_for`)."""
+
+    categories: tuple[str, ...] = ()  # only these categories; empty: all
+    per_category: int = 2             # at most this many keywords from one category
+    diversity: float = 0.3            # weight against near-synonyms (0: highest scores only)
+    emotions: bool = False            # offer 情思 words even when unlikely
+
+
 RHYMES = ("xinyun", "pingshui", "none")
 TONES = ("strict", "loose", "none")
 MAX_CANDIDATES = 64
@@ -49,6 +59,10 @@ class PoemOptions:
     no_repeat: bool = True     # never use a character twice in a poem
     reduplication: bool = False  # but allow doubled characters such as 萋萋
     candidates: int = 1        # poems to write per image; the best by `poemgen.rerank` is kept
+    categories: tuple[str, ...] = ()  # keyword categories to choose from; empty: all
+    per_category: int = 2      # at most this many keywords from one category
+    diversity: float = 0.3     # keyword choice: weight against near-synonyms (0 to 1)
+    emotions: bool = False     # offer 情思 keywords even when CLIP finds them unlikely
 
     def __post_init__(self):
         if self.topk < 1:
@@ -74,12 +88,19 @@ class PoemOptions:
                                f"but the poem has {self.lines} lines; give one per line")
         if not 1 <= self.candidates <= MAX_CANDIDATES:
             raise OptionsError(f"candidates must be 1 to {MAX_CANDIDATES}, got {self.candidates}")
+        if self.per_category < 1 or not 0 <= self.diversity <= 1:
+            raise OptionsError("per_category must be at least 1 and diversity in [0, 1]")
         if self.candidates > 1 and self.temperature == 0:
             raise OptionsError("several candidates need sampling: set temperature above 0")
 
     @property
     def form(self) -> Form:
         return Form(self.lines, self.chars)
+
+    @property
+    def selection(self) -> Selection:
+        return Selection(categories=tuple(self.categories), per_category=self.per_category,
+                         diversity=self.diversity, emotions=self.emotions)
 
     @property
     def rules(self) -> Rules:

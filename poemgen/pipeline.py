@@ -73,11 +73,16 @@ class Pipeline:
         self.scorer = scorer
         self.poet = poet
 
-    def keywords(self, image: ImageSource, topk: int = 5) -> list[Keyword]:
-        return self.keywords_batch([image], topk)[0]
+    def keywords(self, image: ImageSource, options: PoemOptions | None = None,
+                 **overrides) -> list[Keyword]:
+        """The keywords CLIP finds in `image` (topk, categories, per_category … from options)."""
+        return self.keywords_batch([image], options, **overrides)[0]
 
-    def keywords_batch(self, images: list[ImageSource], topk: int = 5) -> list[list[Keyword]]:
-        return self._require_scorer().score([load_image(image) for image in images], topk)
+    def keywords_batch(self, images: list[ImageSource], options: PoemOptions | None = None,
+                       **overrides) -> list[list[Keyword]]:
+        options = replace(options or PoemOptions(), **overrides)
+        return self._require_scorer().score([load_image(image) for image in images],
+                                            options.topk, selection=options.selection)
 
     def write(self, image: ImageSource | None = None, options: PoemOptions | None = None, *,
               keywords: list[str] | None = None, **overrides) -> Poem:
@@ -105,7 +110,7 @@ class Pipeline:
         if keywords is not None:
             found = [[Keyword(word, None) for word in words] for words in keywords]
         else:
-            found = self.scorer.keywords_for(embeddings, options.topk)
+            found = self.scorer.keywords_for(embeddings, options.topk, options.selection)
         return self.write_from_keywords(found, options, embeddings)
 
     def write_from_keywords(self, keywords: list[list[Keyword]],

@@ -250,3 +250,19 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("poemgen 0.")
+
+
+def test_categories_choose_where_keywords_come_from(tiny, photo, capsys):
+    from poemgen.keywords import Vocabulary
+
+    category = dict(zip(Vocabulary.default().words, Vocabulary.default().categories))
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--json",
+                         "--categories", "山水,草木", "--topk", 4, "--per-category", 2)
+    assert code == 0, err
+    words = [k["word"] for k in json.loads(out)["keywords"]]
+    assert len(words) == 4 and {category[w] for w in words} == {"山水", "草木"}
+
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only",
+                         "--categories", "海洋")
+    assert code == 1 and out == "" and "unknown category 海洋" in err
+    assert len(err.strip().splitlines()) == 1

@@ -4,6 +4,7 @@ from PIL import Image
 from transformers import ChineseCLIPModel
 
 from poemgen.keywords import KeywordScorer, Vocabulary, VocabularyError
+from poemgen.options import Selection
 
 SMALL = Vocabulary.parse("明月\t天象\n孤舟\t建筑器物\n寒梅\t草木\n青山\t山水\n")
 
@@ -98,3 +99,64 @@ def test_unreadable_vocabulary_is_a_clear_error(tmp_path):
         Vocabulary.from_file(path)
     with pytest.raises(VocabularyError, match="cannot be read"):
         Vocabulary.from_file(tmp_path / "missing.txt")
+
+
+MIXED = Vocabulary.parse("".join(f"{w}\t{c}\n" for w, c in [
+    ("明月", "天象"), ("新月", "天象"), ("残月", "天象"), ("落日", "天象"), ("白云", "天象"),
+    ("青山", "山水"), ("远山", "山水"), ("江", "山水"), ("寒梅", "草木"), ("杨柳", "草木"),
+    ("思乡", "情思"), ("离别", "情思"), ("闲适", "情思")]))
+
+
+@pytest.fixture(scope="module")
+def mixed(tiny):
+    return KeywordScorer.load(tiny.clip, vocabulary=MIXED)
+
+
+def categories_of(scorer, keywords):
+    return [scorer.vocabulary.categories[scorer.vocabulary.words.index(k.word)] for k in keywords]
+
+
+def test_at_most_per_category_from_one_category(mixed):
+    for keywords in mixed.score(images(), topk=6, selection=Selection(per_category=1, emotions=True)):
+        found = categories_of(mixed, keywords)
+        assert len(found) == len(set(found)) == 4  # only four categories exist
+
+
+def test_categories_restrict_the_choice_and_unknown_ones_are_refused(mixed):
+    for keywords in mixed.score(images(), topk=3, selection=Selection(categories=("山水", "草木"))):
+        assert set(categories_of(mixed, keywords)) <= {"山水", "草木"}
+        assert sum(k.score for k in keywords) <= 1 + 1e-6
+    with pytest.raises(VocabularyError, match="unknown category 海洋.*天象,山水,草木,情思"):
+        mixed.score(images(), selection=Selection(categories=("海洋",)))
+
+
+def test_feelings_only_when_asked_or_likely(mixed):
+    """Random weights give every word about 1/13 probability: above the threshold. A stricter
+    threshold shows the rule: 情思 words appear only with emotions=True."""
+    from poemgen import keywords as module
+
+    many = Selection(per_category=5, diversity=0.0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "EMOTION_THRESHOLD", 0.99)
+        plain = mixed.score(images(), topk=13, selection=many)
+        asked = mixed.score(images(), topk=13, selection=Selection(per_category=5, emotions=True))
+    assert all("情思" not in categories_of(mixed, k) for k in plain)
+    assert all(categories_of(mixed, k).count("情思") == 3 for k in asked)
+
+
+def test_no_diversity_is_plain_ranking_and_diversity_spreads_the_list(mixed):
+    ranked = mixed.score(images(), topk=4, selection=Selection(per_category=9, diversity=0.0,
+                                                               emotions=True))
+    for keywords, image in zip(ranked, images()):
+        (probs,) = mixed.score([image], topk=13, selection=Selection(per_category=9,
+                                                                     diversity=0.0, emotions=True))
+        assert [k.word for k in keywords] == [k.word for k in probs[:4]]
+
+    def spread(keywords):
+        index = [mixed.vocabulary.words.index(k.word) for k in keywords]
+        e = mixed.text_embeddings[index]
+        return float((e @ e.T).fill_diagonal_(-1).max())
+
+    diverse = mixed.score(images(), topk=4, selection=Selection(per_category=9, diversity=0.9,
+                                                                emotions=True))
+    assert all(spread(d) <= spread(r) + 1e-6 for d, r in zip(diverse, ranked))
