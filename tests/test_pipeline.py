@@ -114,3 +114,16 @@ def test_options_object_and_overrides(pipe, photo):
     options = PoemOptions(topk=3, chars=7, seed=5)
     poem = pipe.write(photo, options, lines=8)
     assert len(poem.keywords) == 3 and len(poem.lines) == 8 and len(poem.lines[0]) == 7
+
+
+def test_write_from_keywords_without_an_image(tiny):
+    pipe = poemgen.load(poet=tiny.poet, device="cpu", need_clip=False)
+    poem = pipe.write(keywords=["明月", "孤舟"], acrostic="春江花月", rhyme="xinyun", seed=2)
+    assert [k.word for k in poem.keywords] == ["明月", "孤舟"]
+    assert all(k.score is None for k in poem.keywords)
+    assert "".join(line[0] for line in poem.lines) == "春江花月"
+    assert poemgen.check(poem.text).ok
+    with pytest.raises(PoemgenError, match="without CLIP"):
+        pipe.keywords(b"not even read")
+    with pytest.raises(PoemgenError, match="image or keywords"):
+        pipe.write()
