@@ -66,7 +66,7 @@ def build_tiny_poet(folder: Path, vocabulary: Vocabulary) -> None:
     sentences += words
     model_file = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=model_file, vocab_size=1200,
+        sentence_iterator=iter(sentences), model_writer=model_file, vocab_size=2000,
         model_type="unigram", character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
         hard_vocab_limit=False, minloglevel=2)
     folder.mkdir(parents=True)
