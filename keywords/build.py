@@ -289,6 +289,13 @@ def build(curated_dir: str | Path = CURATED, rules_path: str | Path = RULES,
     return "\n".join(lines) + "\n"
 
 
+def unknown_to(tokenizer, words: list[str]) -> list[str]:
+    """The words that `tokenizer` (a poet's) can only spell with its unknown token."""
+    unk = tokenizer.unk_token_id
+    return [w for w, ids in zip(words, tokenizer(words, add_special_tokens=False).input_ids)
+            if unk in ids]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", metavar="DIR",
@@ -298,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", action="store_true",
                         help="list the corpus words the rules admit, with counts (for reviewing "
                              "rules.tsv); words past the per-category cap are marked")
+    parser.add_argument("--check-tokenizer", metavar="MODEL",
+                        help="list the vocabulary's words a poet's tokenizer (Hub id or folder, "
+                             "e.g. Langboat/mengzi-t5-base) cannot spell; exit 1 if any")
     parser.add_argument("--output", default=str(VOCABULARY), metavar="FILE",
                         help="where to write the vocabulary (default keywords/vocabulary.txt)")
     args = parser.parse_args(argv)
@@ -306,6 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = write_counts(counts, splits, COUNTS, args.keep)
         print(f"{COUNTS}: {rows} rows from {', '.join(splits)}")
         return 0
+    if args.check_tokenizer:
+        from transformers import AutoTokenizer
+
+        words = [line.split("\t")[0] for line in VOCABULARY.read_text("utf-8").splitlines()
+                 if line and not line.startswith("#")]
+        missing = unknown_to(AutoTokenizer.from_pretrained(args.check_tokenizer), words)
+        print(f"{len(words) - len(missing)} of {len(words)} words known to {args.check_tokenizer}"
+              + (f"; unknown: {' '.join(missing)}" if missing else ""))
+        return 1 if missing else 0
     if args.candidates:
         curated, rules, counts = read_curated(), read_rules(), read_counts()
         for category, words in candidates(curated, rules, counts).items():

@@ -192,3 +192,14 @@ def test_readme_count_table_matches_the_vocabulary(build, vocabulary):
     n_curated = sum(len(words) for words in curated.values())
     expected["total"] = (len(vocabulary.words), n_curated, len(vocabulary.words) - n_curated)
     assert rows == expected, "update the table in keywords/README.md"
+
+
+def test_every_word_is_known_to_the_poets_tokenizer(build, tiny, capsys):
+    """The check users run against their poet (e.g. Mengzi-T5's spiece.model), here on the
+    tests' tiny poet, whose tokenizer was trained on this vocabulary."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.poet)
+    assert build.unknown_to(tokenizer, ["明月", "龘"]) == ["龘"]
+    assert build.main(["--check-tokenizer", tiny.poet]) == 0
+    assert "unknown" not in capsys.readouterr().out
