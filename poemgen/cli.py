@@ -100,7 +100,8 @@ def positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"models": (list_models, build_models_parser),
-                "check": (check_poem, build_check_parser)}
+                "check": (check_poem, build_check_parser),
+                "eval": (run_eval, build_eval_parser)}
     if argv[:1] and argv[0] in commands:
         command, parser = commands[argv[0]]
         args = parser().parse_args(argv[1:])
@@ -247,6 +248,20 @@ def check_poem(args: argparse.Namespace) -> int:
             print(f"  {line.text}  {line.tones}  (template {line.template})")
         print("ok" if result.ok else "not ok: " + "; ".join(result.reasons))
     return 0 if result.ok else 1
+
+
+# --- poemgen eval: implemented in poemgen/evaluate.py ----------------------------------------
+
+def build_eval_parser() -> argparse.ArgumentParser:
+    from poemgen.evaluate import build_parser
+
+    return build_parser()
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from poemgen.evaluate import run
+
+    return run(args)
 
 
 # --- poemgen models --------------------------------------------------------------------------

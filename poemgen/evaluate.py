@@ -1,0 +1,535 @@
+"""`poemgen eval`: how good are a poet's poems? Quality metrics for poems, one table row per input.
+
+Two ways in:
+
+    poemgen eval POEMS.jsonl [...]                      # poems already written (or real ones)
+    poemgen eval --poet MODEL --data DIR [--limit N]    # a poet writes for the CCPC test prompts
+
+Poem files hold one JSON object per line, in any of three shapes, told apart by their fields:
+what `poemgen --json` prints (`"lines"`, `"keywords": [{"word", "score"}, ...]`); what
+`data/prepare.py` writes (`"lines"`, `"keywords": ["明月", ...]`); or the CCPC source files
+(`"content"`: the lines joined by `|`, `"keywords"`: words separated by spaces). A record with no
+`"lines"` or `"content"` may give the poem as text in `"poem"`. Blank lines are skipped. Each
+poem's lines are its text split on punctuation, `|` and whitespace (`prosody.split_lines`).
+
+With `--poet`, the poet writes one poem for each of the first N (`--limit`, default 200) gold
+poems of DIR/test.jsonl (from `data/prepare.py`) or DIR/ccpc_test_v1.0.json whose shape is a
+valid form, from that poem's keywords, in its form (lines x characters), under the default
+rules (中华新韵, loose tones, no repeated characters), sampling as `poemgen` does (temperature
+0.9, top-p 0.9, `--seed`, default 0). Separately, for BLEU-2, it writes every line i of every
+gold poem given the gold lines 1 … i-1 (greedily, under the same rules, the rules' state
+folded from the gold lines), and the line is compared with gold line i.
+
+The metrics (every share is over the row's poems, shown as a percentage):
+
+- **format**: the poem is a 绝句 or 律诗: 4 or 8 lines, all of 5 or all of 7 characters, every
+  one a Chinese character (`prosody.check` names its form).
+- **rhyme 新韵 / 平水韵**: `prosody.check(text, rhyme=..., tones="loose").rhyme_ok`: the lines
+  that must rhyme under the best-fitting standard template share a rhyme group (a poem of the
+  wrong shape fails). 平水韵 needs the THU-CRRD tables (`--crrd`, `$POEMGEN_CRRD`, or
+  `$POEMGEN_HOME/data/crrd`); without them its two columns are left empty, with a note.
+- **tones 新韵 / 平水韵**: `tones_ok` of the same check: the best template's tones hold at every
+  position but the 1st, 3rd (and 5th) of a line (一三五不论).
+- **repeats**: the poem uses some character twice (`not check(...).repeats_ok`); doubled
+  characters side by side, such as 萋萋, are allowed. Lower is better.
+- **distinct-1 / distinct-2**: over all of the row's poems, the number of distinct characters
+  (distinct pairs of adjacent characters within a line) divided by the number of characters
+  (of such pairs). These fall as a row grows, so compare rows of the same number of poems.
+- **keyword coverage**: the share of all prompt keywords (summed over the poems, duplicates
+  within a poem counted once) found in their poem: a keyword is found when it is one of the
+  words jieba cuts the poem's lines into (`jieba.lcut(line)`, default mode), or, for a
+  one-character keyword, when the character occurs anywhere in the poem. A 明月 that jieba cuts
+  as 明 | 月 is not found; this rewards poems that use the keyword as a word. Empty when the row
+  has no keywords, or when jieba is not installed (`pip install jieba`).
+- **BLEU-2** (`--poet` only): corpus BLEU over characters with n-grams up to 2 and uniform
+  weights, each generated line against its one gold line: 100 · BP · sqrt(p1 · p2), where p_n
+  sums over all lines the n-grams of the generated line clipped by their count in the gold line,
+  divided by the number of the generated lines' n-grams, and BP = min(1, exp(1 - r/c)) for r gold
+  and c generated characters (1 here: the poet writes lines of the gold length). No smoothing: 0
+  when no bigram matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from poemgen.errors import PoemgenError
+
+DEFAULT_LIMIT = 200
+DEFAULT_BATCH = 32
+COLUMNS = ("source", "poems", "format", "rhyme 新韵", "tones 新韵", "rhyme 平水韵", "tones 平水韵",
+           "repeats", "distinct-1", "distinct-2", "keyword coverage", "BLEU-2")
+KEYS = ("source", "poems", "format", "rhyme_xinyun", "tones_xinyun", "rhyme_pingshui",
+        "tones_pingshui", "repeats", "distinct_1", "distinct_2", "keyword_coverage", "bleu_2")
+GOLD_FILES = ("test.jsonl", "ccpc_test_v1.0.json")
+
+
+class EvalError(PoemgenError):
+    """An input that cannot be evaluated: a missing or malformed file, no poems."""
+
+
+@dataclass
+class Sample:
+    """One poem and the keywords it was (or is to be) written from."""
+
+    lines: list[str]
+    keywords: list[str]
+
+
+# --- reading poems --------------------------------------------------------------------------
+
+def parse_record(record, where: str) -> Sample:
+    """A poem from one JSON object of any accepted shape; `where` names it in errors."""
+    from poemgen.prosody import split_lines
+
+    if not isinstance(record, dict):
+        raise EvalError(f"{where}: not a JSON object")
+    if isinstance(record.get("lines"), list) and all(isinstance(x, str) for x in record["lines"]):
+        text = "\n".join(record["lines"])
+    elif isinstance(record.get("content"), str):  # CCPC: lines joined by |
+        text = record["content"]
+    elif isinstance(record.get("poem"), str):
+        text = record["poem"]
+    else:
+        raise EvalError(f'{where}: no poem (expected "lines": [...], "content" or "poem")')
+    return Sample(split_lines(text), parse_keywords(record.get("keywords"), where))
+
+
+def parse_keywords(value, where: str) -> list[str]:
+    """Keywords as `poemgen --json` gives them ([{"word", "score"}]), as data/prepare.py does
+    (["明月", ...]) or as CCPC does ("明月 孤舟"); duplicates dropped, order kept."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        words = value.replace(",", " ").replace("，", " ").replace("、", " ").split()
+    elif isinstance(value, list):
+        words = []
+        for item in value:
+            word = item.get("word") if isinstance(item, dict) else item
+            if not isinstance(word, str):
+                raise EvalError(f'{where}: a keyword is neither a string nor {{"word": ...}}')
+            words.append(word.strip())
+    else:
+        raise EvalError(f"{where}: keywords must be a list or a string")
+    return list(dict.fromkeys(w for w in words if w))
+
+
+def iter_poems(path: str | os.PathLike) -> Iterator[Sample]:
+    """The poems of a file, one JSON object a line; EvalError names the line that fails."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise EvalError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise EvalError(f"{path}: is a folder; give a file of poems, one JSON object a line") \
+            from None
+    except OSError as e:
+        raise EvalError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise EvalError(f"{path} line {number}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EvalError(f"{path} line {number}: not JSON ({e.msg})") from None
+            yield parse_record(record, f"{path} line {number}")
+
+
+def read_poems(path: str | os.PathLike, limit: int | None = None) -> list[Sample]:
+    """The first `limit` poems of a file (all by default); a file without any is an error."""
+    poems = list(itertools.islice(iter_poems(path), limit))
+    if not poems:
+        raise EvalError(f"{path}: no poems in the file")
+    return poems
+
+
+def gold_file(data: str | os.PathLike) -> Path:
+    """The gold poems under --data: a file, or DIR/test.jsonl, or DIR/ccpc_test_v1.0.json."""
+    path = Path(data).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in GOLD_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise EvalError(f"--data {data}: neither {' nor '.join(GOLD_FILES)} is in the folder; "
+                        "run `python data/prepare.py` or pass the CCPC folder")
+    raise EvalError(f"--data {data}: no such folder; run `python data/prepare.py` or pass the "
+                    "folder it wrote")
+
+
+def valid_shape(lines: list[str]) -> bool:
+    """4 or 8 lines, all of 5 or all of 7 Chinese characters."""
+    from poemgen.prosody import is_hanzi
+
+    return (len(lines) in (4, 8) and len({len(line) for line in lines}) == 1
+            and len(lines[0]) in (5, 7) and all(is_hanzi(c) for line in lines for c in line))
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+def distinct(poems: Iterable[list[str]], n: int) -> float | None:
+    """Distinct n-grams of characters within lines over all poems / their total count."""
+    grams = [line[j:j + n] for lines in poems for line in lines for j in range(len(line) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def keywords_found(lines: list[str], keywords: list[str], cut) -> int:
+    """How many keywords the poem contains: as one of its jieba words (`cut(line)`), or, for a
+    single character, anywhere in its text."""
+    words = {w for line in lines for w in cut(line)}
+    text = "".join(lines)
+    return sum(1 for k in keywords if k in words or (len(k) == 1 and k in text))
+
+
+def jieba_cut():
+    """jieba's default cut as a function, or None when jieba is not installed."""
+    try:
+        import jieba
+    except ImportError:
+        return None
+    import logging
+
+    jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" chatter on stderr
+    return jieba.lcut
+
+
+def bleu(hypotheses: list[str], references: list[str], max_n: int = 2) -> float:
+    """Corpus BLEU (0-100) over characters, one reference per hypothesis, n-grams 1..max_n
+    with uniform weights and the standard brevity penalty; no smoothing."""
+    matches, totals = [0] * max_n, [0] * max_n
+    for hyp, ref in zip(hypotheses, references, strict=True):
+        for n in range(1, max_n + 1):
+            h = Counter(hyp[j:j + n] for j in range(len(hyp) - n + 1))
+            r = Counter(ref[j:j + n] for j in range(len(ref) - n + 1))
+            matches[n - 1] += sum(min(count, r[gram]) for gram, count in h.items())
+            totals[n - 1] += max(len(hyp) - n + 1, 0)
+    if min(totals) == 0 or min(matches) == 0:
+        return 0.0
+    c = sum(map(len, hypotheses))
+    r = sum(map(len, references))
+    brevity = 1.0 if c > r else math.exp(1 - r / c)
+    return 100 * brevity * math.exp(sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n)
+
+
+def score(source: str, poems: list[Sample], crrd=None, pingshui: bool = True,
+          bleu_2: float | None = None, cut="jieba") -> dict:
+    """One row of metrics (percentages, or None where a metric does not apply)."""
+    from poemgen.prosody import check
+
+    n = len(poems)
+    counts = Counter()
+    keywords = found = 0
+    cut = jieba_cut() if cut == "jieba" else cut
+    for poem in poems:
+        text = "|".join(poem.lines)
+        counts["format"] += valid_shape(poem.lines)
+        new = check(text, rhyme="xinyun", tones="loose", allow_reduplication=True)
+        counts["rhyme_xinyun"] += new.rhyme_ok
+        counts["tones_xinyun"] += new.tones_ok
+        counts["repeats"] += not new.repeats_ok
+        if pingshui:
+            old = check(text, rhyme="pingshui", tones="loose", crrd=crrd)
+            counts["rhyme_pingshui"] += old.rhyme_ok
+            counts["tones_pingshui"] += old.tones_ok
+        if cut is not None:
+            keywords += len(poem.keywords)
+            found += keywords_found(poem.lines, poem.keywords, cut)
+
+    def share(key: str) -> float:
+        return 100 * counts[key] / n
+
+    def percent(value: float | None) -> float | None:
+        return None if value is None else 100 * value
+
+    return {"source": source, "poems": n, "format": share("format"),
+            "rhyme_xinyun": share("rhyme_xinyun"), "tones_xinyun": share("tones_xinyun"),
+            "rhyme_pingshui": share("rhyme_pingshui") if pingshui else None,
+            "tones_pingshui": share("tones_pingshui") if pingshui else None,
+            "repeats": share("repeats"),
+            "distinct_1": percent(distinct((p.lines for p in poems), 1)),
+            "distinct_2": percent(distinct((p.lines for p in poems), 2)),
+            "keyword_coverage": 100 * found / keywords if keywords else None,
+            "bleu_2": bleu_2}
+
+
+# --- a poet on the gold prompts -------------------------------------------------------------
+
+def by_form(gold: list[Sample]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the gold poems per form (lines, chars), in order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, poem in enumerate(gold):
+        groups.setdefault((len(poem.lines), len(poem.lines[0])), []).append(i)
+    return groups
+
+
+def write_poems(poet, gold: list[Sample], options, batch_size: int = DEFAULT_BATCH,
+                progress=None) -> list:
+    """For each gold poem, the poet's `Verse` written from its keywords in its form."""
+    verses: list = [None] * len(gold)
+    for (lines, chars), indices in by_form(gold).items():
+        form_options = replace(options, lines=lines, chars=chars)
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            written = poet.write([gold[i].keywords for i in chunk], form_options)
+            for i, candidates in zip(chunk, written):
+                verses[i] = candidates[0]
+            if progress:
+                progress(len(chunk))
+    return verses
+
+
+def write_next_lines(poet, gold: list[Sample], options, batch_size: int = DEFAULT_BATCH,
+                     progress=None) -> list[list[str]]:
+    """For each gold poem and each line i, the line the poet writes after the gold lines
+    1 … i-1, from the poem's keywords, under the rules of `options` (temperature 0: greedy).
+    The rules' state (tone templates still possible, rhyme group, characters used) is folded
+    from the gold lines, as if the poet had written them."""
+    from poemgen.constraints import initial_state, update_state
+    from poemgen.prompt import Form
+
+    greedy = replace(options, temperature=0.0, candidates=1)
+    result: list[list[str]] = [[] for _ in gold]
+    for (lines, chars), indices in by_form(gold).items():
+        form_options = replace(greedy, lines=lines, chars=chars)
+        form = Form(lines, chars)
+        plan = poet.plan(form_options)
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            for line in range(lines):
+                texts, prefixes, states = [], [], []
+                for i in chunk:
+                    previous = gold[i].lines[:line]
+                    texts.append(poet.format.encoder_text(form, gold[i].keywords, previous))
+                    prefix = poet.format.decoder_prefix(previous)
+                    prefixes.append(poet.tokenizer(prefix, add_special_tokens=False).input_ids
+                                    if prefix else [])
+                    state = initial_state(plan)
+                    for j, text in enumerate(previous):
+                        update_state(plan, state, j, text)
+                    states.append(state)
+                written = poet.generate_lines(texts, prefixes, plan, line, states, form_options)
+                for i, (text, _, _) in zip(chunk, written):
+                    result[i].append(text)
+            if progress:
+                progress(len(chunk))
+    return result
+
+
+def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str]
+             ) -> tuple[dict, list[Sample]]:
+    """Load the poet, write for the gold prompts, and score; also the poems written. What
+    the user should know is added to `notes`."""
+    import torch
+
+    from poemgen.cli import quiet_transformers
+    from poemgen.options import PoemOptions
+    from poemgen.pipeline import choose_device
+    from poemgen.poet import Poet
+
+    path = gold_file(args.data)
+    limit = args.limit or DEFAULT_LIMIT
+    gold, skipped = [], 0
+    for poem in iter_poems(path):
+        if len(gold) == limit:
+            break
+        if valid_shape(poem.lines):
+            gold.append(poem)
+        else:
+            skipped += 1
+    if not gold:
+        raise EvalError(f"{path}: no poem of a valid form (4 or 8 lines of 5 or 7 characters)")
+    if skipped:
+        notes.append(f"{path}: skipped {skipped} poem(s) that are not 4 or 8 lines of 5 or 7 "
+                     "characters")
+
+    quiet_transformers()
+    poet = Poet.load(args.poet, choose_device(args.device), args.poet_format, args.crrd)
+    options = PoemOptions(temperature=args.temperature, top_p=args.top_p)
+    progress = Progress(2 * len(gold), f"{args.poet} on {path.name}")
+    torch.manual_seed(args.seed)
+    verses = write_poems(poet, gold, options, args.batch_size, progress)
+    written = [Sample(v.lines, g.keywords) for v, g in zip(verses, gold)]
+    next_lines = write_next_lines(poet, gold, options, args.batch_size, progress)
+    progress.done()
+    bleu_2 = bleu([line for lines in next_lines for line in lines],
+                  [line for poem in gold for line in poem.lines])
+    relaxed = sum(1 for v in verses if v.notes)
+    if relaxed:
+        notes.append(f"{args.poet}: {relaxed} of {len(verses)} poem(s) needed a rule relaxed "
+                     "(a dead end in decoding; see the notes of the poems --save writes)")
+    if args.save:
+        save_poems(args.save, verses, gold)
+    return score(args.poet, written, args.crrd, pingshui, bleu_2), written
+
+
+def save_poems(path: str, verses: list, gold: list[Sample]) -> None:
+    """The poems written, as `poemgen --json` prints them (`poemgen eval FILE` reads them)."""
+    from poemgen.prompt import format_poem
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            for verse, poem in zip(verses, gold):
+                record = {"image": None,
+                          "keywords": [{"word": w, "score": None} for w in poem.keywords],
+                          "lines": verse.lines, "poem": format_poem(verse.lines), "score": {},
+                          "notes": verse.notes, "reference": poem.lines}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise EvalError(f"--save {path}: cannot be written ({e.strerror or e})") from None
+
+
+class Progress:
+    """`done/total` on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int, what: str):
+        self.total, self.count, self.what = total, 0, what
+        self.shown = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        self.count += n
+        if self.shown:
+            print(f"\rpoemgen eval: {self.what}: {self.count}/{self.total}", end="",
+                  file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.shown and self.count:
+            print(file=sys.stderr)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from poemgen.cli import positive_int
+    from poemgen.prompt import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="poemgen eval",
+        description="Quality metrics for poems: form, rhyme and tones (新韵 and 平水韵), repeated "
+                    "characters, distinct-1/2, keyword coverage and, for a poet on the CCPC test "
+                    "prompts, line-by-line BLEU-2. One Markdown table row per input.",
+        epilog="Every metric is defined in poemgen/evaluate.py's docstring and the README.")
+    parser.add_argument("poems", nargs="*", metavar="POEMS.jsonl",
+                        help="files of poems, one JSON object a line: `poemgen --json` output, "
+                             "data/prepare.py output, or CCPC source files")
+    parser.add_argument("--poet", metavar="MODEL",
+                        help="instead of files: let this poet (Hub id or folder) write for the "
+                             "gold prompts of --data, and score it with BLEU-2 too")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="with --poet: the folder data/prepare.py wrote (its test.jsonl), a "
+                             "folder with ccpc_test_v1.0.json, or a file of gold poems "
+                             "(default $POEMGEN_HOME/data/ccpc)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help=f"the first N poems of each file (with --poet: of the gold poems; "
+                             f"default {DEFAULT_LIMIT} there, all for files)")
+    parser.add_argument("--poet-format", choices=tuple(FORMATS), metavar="NAME",
+                        help="the poet's prompt format, when its folder does not say: "
+                             + " or ".join(FORMATS))
+    parser.add_argument("--crrd", metavar="DIR", help="folder of the 平水韵 tables (default "
+                        "$POEMGEN_CRRD, else the data script's folder; without them the 平水韵 "
+                        "columns are left empty)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="with --poet: sampling seed (default 0)")
+    parser.add_argument("--temperature", type=float, default=0.9,
+                        help="with --poet: sampling temperature of the poems, 0 for greedy "
+                             "(default 0.9, as poemgen); BLEU-2 lines are always greedy")
+    parser.add_argument("--top-p", type=float, default=0.9,
+                        help="with --poet: nucleus sampling mass (default 0.9)")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH, metavar="B",
+                        help=f"with --poet: poems per generate call (default {DEFAULT_BATCH})")
+    parser.add_argument("--device", help="with --poet: cpu, cuda, mps … (default: cuda if "
+                                         "available)")
+    parser.add_argument("--save", metavar="FILE",
+                        help="with --poet: also write the poems, as `poemgen --json` prints them")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per row instead of the table")
+    return parser
+
+
+def pingshui_available(crrd, notes: list[str]) -> bool:
+    """Whether the 平水韵 tables load; an explicit --crrd that fails is an error."""
+    from poemgen.prosody import ProsodyError, load_system
+
+    try:
+        load_system("pingshui", crrd)
+        return True
+    except ProsodyError as e:
+        if crrd:
+            raise
+        notes.append(f"{e}; the 平水韵 columns are left empty")
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.poet and args.poems:
+        build_parser().error("give POEMS files or --poet, not both")
+    if not args.poet and not args.poems:
+        build_parser().error("give POEMS files, or --poet MODEL --data DIR")
+    if not args.poet:
+        given = [name for name in ("data", "save") if getattr(args, name)]
+        if given:
+            build_parser().error(f"--{given[0]} applies with --poet only")
+    if args.poet and args.data is None:
+        from poemgen.models import poemgen_home
+
+        args.data = str(poemgen_home() / "data" / "ccpc")
+
+    notes: list[str] = []  # shown once every row is done, so that an error stays one line
+    pingshui = pingshui_available(args.crrd, notes)
+    if jieba_cut() is None:
+        notes.append("jieba is not installed (pip install jieba); keyword coverage is left empty")
+    rows = []
+    if args.poet:
+        rows.append(poet_row(args, pingshui, notes)[0])
+    else:
+        samples = [(path, read_poems(path, args.limit)) for path in args.poems]  # errors first
+        for path, poems in samples:
+            rows.append(score(path, poems, args.crrd, pingshui))
+    for message in notes:
+        print(f"poemgen: note: {message}", file=sys.stderr)
+    if args.json:
+        for row in rows:
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                              for k, v in row.items()}, ensure_ascii=False))
+    else:
+        print(table(rows))
+    return 0
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a Markdown table: percentages with one decimal, — where a metric is empty."""
+    def cell(value) -> str:
+        if value is None:
+            return "—"
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |",
+             "| " + " | ".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row[key]) for key in KEYS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from poemgen.cli import main as cli_main
+
+    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
