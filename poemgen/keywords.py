@@ -172,11 +172,12 @@ class KeywordScorer:
         come from one category, and 情思 words (a photo shows feelings only indirectly) only
         when `selection.emotions` or their probability reaches `EMOTION_THRESHOLD`.
         """
-        allowed = self.allowed(selection.categories)
         similarity = image_embeddings @ self.text_embeddings.T  # cosine, (images, words)
+        allowed = self.allowed(selection.categories).to(similarity.device)
         scale = self.model.logit_scale.exp().float()
         probs = (scale * similarity).masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-        emotional = torch.tensor([c == EMOTIONS for c in self.vocabulary.categories])
+        emotional = torch.tensor([c == EMOTIONS for c in self.vocabulary.categories],
+                                 device=similarity.device)
         results = []
         for sims, row in zip(similarity, probs):
             usable = allowed & (~emotional | selection.emotions | (row >= EMOTION_THRESHOLD))
