@@ -242,10 +242,9 @@ class VerseProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         vocab = scores.shape[-1]
-        allowed = torch.zeros_like(scores, dtype=torch.bool)
-        for row, ids in enumerate(input_ids[:, self.start:].tolist()):
-            allowed[row] = self.row_mask(row, ids, vocab).to(scores.device)
-        return scores.masked_fill(~allowed, float("-inf"))
+        allowed = torch.stack([self.row_mask(row, ids, vocab)  # built where the tables are,
+                               for row, ids in enumerate(input_ids[:, self.start:].tolist())])
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))  # one copy a step
 
     def row_mask(self, row: int, generated: list[int], vocab: int) -> torch.Tensor:
         plan, table, state = self.plan, self.plan.table, self.states[row]
