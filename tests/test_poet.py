@@ -153,3 +153,24 @@ def test_metadata_naming_an_unknown_format_is_refused(tiny, tmp_path):
 def test_imitate_is_refused_by_a_lines_poet(poet):
     with pytest.raises(PoemgenError, match="cannot imitate"):
         write(poet, KEYWORDS, PoemOptions(imitate="李白"))
+
+
+def test_a_separate_lm_head_is_loaded_as_saved(tiny, tmp_path):
+    """Mengzi-T5 (T5 v1.1) has an LM head of its own and no decoder-output scaling; transformers 5
+    forces `tie_word_embeddings=True` on every T5Config, so check the checkpoint's head survives."""
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(tiny.poet, tmp_path / "untied")
+    weights = load_file(folder / "model.safetensors")
+    torch.manual_seed(1)
+    weights["lm_head.weight"] = torch.randn_like(weights["shared.weight"])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    config.pop("scale_decoder_outputs", None)
+    (folder / "config.json").write_text(json.dumps(config))
+
+    model = Poet.load(str(folder), "cpu").model
+    assert torch.equal(model.lm_head.weight, weights["lm_head.weight"])
+    assert not torch.equal(model.lm_head.weight, model.shared.weight)
+    assert not model.config.scale_decoder_outputs
