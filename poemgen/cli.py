@@ -15,7 +15,6 @@ import sys
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 
-BATCH_SIZE = 8
 FORM_NAMES = {"wujue": (4, 5), "qijue": (4, 7), "wulv": (8, 5), "qilv": (8, 7)}
 
 
@@ -29,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"${HOME_ENV} defaults to ~/.cache/poemgen. Models are Hub ids or local folders; "
                "set HF_HUB_OFFLINE=1 to use only the local Hugging Face cache. Also: "
                "`poemgen check TEXT` checks a poem, `poemgen models` lists the known models.")
-    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to write about")
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
+                        help="image files, folders (searched recursively) or quoted glob patterns")
     parser.add_argument("--keywords", metavar="WORDS",
                         help="write from these keywords (e.g. 明月,孤舟) instead of CLIP's; "
                              "no image needed")
@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the keywords only; no poet is loaded")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image, one per line")
+    parser.add_argument("--out", metavar="FILE.jsonl",
+                        help="append one JSON line per image to FILE as each is written, with a "
+                             "progress bar; a re-run skips images already there (resumable; "
+                             "splits the images between processes under `accelerate launch`)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
+                        help="images per batch through CLIP and the poet (default 8)")
     parser.add_argument("--version", action="version", version=f"poemgen {__version__}")
     return parser
 
@@ -142,13 +148,31 @@ def run(args: argparse.Namespace) -> int:
     given = [w for w in re.split(r"[,，、\s]+", args.keywords or "") if w]
     if args.keywords is not None and not given:
         raise PoemgenError("--keywords is empty; give words such as 明月,孤舟")
-    quiet_transformers()
-    from poemgen.images import load_image
-    from poemgen.keywords import Keyword, KeywordScorer, Vocabulary
-    from poemgen.models import DEFAULT_POET, ModelLoadError, resolve_clip, resolve_poet
-    from poemgen.pipeline import Pipeline, Poem, choose_device
+    if args.out and not args.images:
+        raise PoemgenError("--out needs images to write about; give a folder, files or a pattern")
+    from poemgen.batch import IMAGE_SUFFIXES, JsonlOutput, find_images, write_all
 
-    device = choose_device(args.device)
+    paths = find_images(args.images)
+    if args.images and not paths:
+        raise PoemgenError(f"no images found in {' '.join(args.images)} "
+                           f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    output = JsonlOutput(args.out) if args.out else None
+    quiet_transformers()
+    from poemgen.keywords import KeywordScorer, Vocabulary
+    from poemgen.models import DEFAULT_POET, ModelLoadError, resolve_clip, resolve_poet
+    from poemgen.pipeline import Pipeline, choose_device
+
+    processes = None
+    if output is not None:
+        import torch
+        from accelerate import PartialState
+
+        # `cpu=True` lets accelerate run several processes on a machine without GPUs (gloo)
+        processes = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    if processes is not None and processes.num_processes > 1:
+        device = processes.device
+    else:
+        device = choose_device(args.device)
     vocabulary = Vocabulary.from_file(args.vocab) if args.vocab else None
     poet, poet_error = None, None
     if not args.keywords_only:
@@ -159,43 +183,64 @@ def run(args: argparse.Namespace) -> int:
             poet = Poet.load(name, device, args.poet_format, args.crrd)
             poet.plan(options)  # rule errors (tables, acrostic, rhyme group) before any work
         except ModelLoadError as e:
-            if name != DEFAULT_POET or given:
+            if name != DEFAULT_POET or given or output is not None:
                 raise
             poet_error = e  # the public fallback poet: still show the keywords, then say why
     scorer = None
-    if args.images:
+    if paths:
         scorer = KeywordScorer.load(resolve_clip(args.clip), device, vocabulary)
         scorer.allowed(options.categories)  # an unknown category fails before any image
     pipeline = Pipeline(scorer, poet)
 
-    if not args.images:  # from the given keywords alone
+    if not paths:  # from the given keywords alone
         show(None, pipeline.write(keywords=given, options=options), args.json)
         return 0
+    if output is not None:
+        return write_to_file(pipeline, paths, output, options, given, args.batch_size, processes)
     failed = False
-    for start in range(0, len(args.images), BATCH_SIZE):
-        names, images = [], []
-        for name in args.images[start:start + BATCH_SIZE]:
-            try:
-                images.append(load_image(name))
-                names.append(name)
-            except PoemgenError as e:
-                print(f"poemgen: error: {e}", file=sys.stderr)
-                failed = True
-        if not images:
-            continue
-        embeddings = scorer.embed_images(images)
-        keywords = ([[Keyword(w, None) for w in given]] * len(images) if given
-                    else scorer.keywords_for(embeddings, options.topk, options.selection))
-        if poet is not None:
-            poems = pipeline.write_from_keywords(keywords, options, embeddings)
+    for outcome in write_all(pipeline, paths, options, given, args.batch_size):
+        if outcome.error:
+            print(f"poemgen: error: {outcome.error}", file=sys.stderr)
+            failed = True
         else:
-            poems = [Poem([], words) for words in keywords]
-        for name, poem in zip(names, poems):
-            show(name, poem, args.json)
-
+            show(outcome.image, outcome.poem, args.json)
     if poet_error is not None:
         print(f"poemgen: error: {poet_error}", file=sys.stderr)
         return 1
+    return 1 if failed else 0
+
+
+def write_to_file(pipeline, paths, output, options, keywords, batch_size, processes) -> int:
+    """The resumable batch run behind --out (see poemgen/batch.py)."""
+    from tqdm import tqdm
+
+    from poemgen.batch import pending, write_all
+
+    with processes.main_process_first():
+        if processes.is_main_process:
+            dropped = output.repair()
+            if dropped:
+                print(f"poemgen: note: dropped {dropped} incomplete line(s) from {output.path} "
+                      "(an interrupted run); their images are written again", file=sys.stderr)
+    todo = pending(paths, output.done())
+    if processes.is_main_process:
+        print(f"poemgen: {len(paths) - len(todo)} of {len(paths)} images already in "
+              f"{output.path}; writing {len(todo)}", file=sys.stderr)
+    failed = 0
+    with processes.split_between_processes(todo) as share:
+        if processes.num_processes > 1:
+            print(f"poemgen: process {processes.process_index + 1} of {processes.num_processes}"
+                  f" writes {len(share)} images on {processes.device}", file=sys.stderr)
+        with tqdm(total=len(share), unit="image", desc="poems", file=sys.stderr, dynamic_ncols=True,
+                  disable=not processes.is_local_main_process) as bar:
+            for outcome in write_all(pipeline, share, options, keywords, batch_size):
+                output.append(outcome.to_dict())
+                if outcome.error:
+                    failed += 1
+                    bar.write(f"poemgen: error: {outcome.error} (recorded in {output.path})",
+                              file=sys.stderr)
+                bar.update(1)
+    processes.wait_for_everyone()
     return 1 if failed else 0
 
 

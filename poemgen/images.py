@@ -61,7 +61,7 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485) -> Image.Im
             if isinstance(source, Image.Image):
                 image = source
             else:
-                image = Image.open(io.BytesIO(_read_bytes(source, name)))
+                image = Image.open(io.BytesIO(read_bytes(source, name)))
             if image.width * image.height > max_pixels:
                 raise ImageLoadError(
                     f"{name}: is {image.width}×{image.height} pixels, more than the limit of "
@@ -85,7 +85,7 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485) -> Image.Im
     return _to_rgb(image, name)
 
 
-def _read_bytes(source: object, name: str) -> bytes:
+def read_bytes(source: object, name: str) -> bytes:
     """The raw bytes of a path, bytes-like or file-object source."""
     if isinstance(source, (str, os.PathLike)):
         if os.path.isdir(source):

@@ -67,7 +67,7 @@ def bad_images(tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     (tmp_path / "folder.jpg").mkdir()
     return {"empty.jpg": "is empty", "notes.jpg": "not an image", "cut.png": "truncated",
-            "folder.jpg": "is a directory", "missing.jpg": "no such file"}
+            "folder.jpg": "no images found", "missing.jpg": "no such file"}
 
 
 @pytest.mark.parametrize("name", ["empty.jpg", "notes.jpg", "cut.png", "folder.jpg", "missing.jpg"])

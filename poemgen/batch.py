@@ -1,0 +1,206 @@
+"""Many photos in, one JSON line per photo out: `poemgen DIR --out poems.jsonl`.
+
+A run over a folder can take hours, so the output file is the only state: each photo's line is
+appended (and flushed) as soon as its batch is written, and a new run skips every photo whose
+path and content hash are already there. A killed run therefore resumes without redoing or
+losing work; a line cut short by the kill is dropped and its photo written again. Photos that
+cannot be read become error lines, so they are not retried until they change.
+
+Under `accelerate launch` each process takes its share of the photos (accelerate's
+`split_between_processes`) and appends to the same file under a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from poemgen.errors import PoemgenError
+from poemgen.images import ImageLoadError, load_image, read_bytes
+from poemgen.keywords import Keyword
+from poemgen.options import PoemOptions
+from poemgen.pipeline import Pipeline, Poem
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+
+def find_images(inputs: list[str]) -> list[str]:
+    """Image paths from files, folders (searched recursively) and glob patterns, in order, each
+    once. A file named directly is kept whatever its suffix (it may fail to load later); folders
+    and patterns give only files with an image suffix."""
+    found: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files) if _is_image_name(f)]
+        elif os.path.exists(item) or not glob.has_magic(item):
+            found.append(item)  # a missing file becomes an error line naming it
+        else:
+            matches = sorted(p for p in glob.glob(item, recursive=True)
+                             if os.path.isfile(p) and _is_image_name(p))
+            if not matches:
+                raise PoemgenError(f"no images match {item}; check the pattern (quote it so "
+                                   "the shell leaves it to poemgen)")
+            found += matches
+    return list(dict.fromkeys(found))
+
+
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not Path(name).name.startswith(".")
+
+
+@dataclass
+class Outcome:
+    """What became of one photo: a poem, or the one-line reason it could not be used."""
+
+    image: str
+    sha256: str | None
+    poem: Poem | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """The `--json` object (or an error object) with the photo's content hash."""
+        if self.poem is None:
+            return {"image": self.image, "sha256": self.sha256, "error": self.error}
+        return {**self.poem.to_dict(image=self.image), "sha256": self.sha256}
+
+
+def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
+              keywords: list[str] | None = None, batch_size: int = 8) -> Iterator[Outcome]:
+    """Outcomes for `paths`, a batch at a time (CLIP and the poet each run once per batch).
+
+    Given `keywords` replace CLIP's; without a poet the outcomes hold keywords only.
+    """
+    for start in range(0, len(paths), batch_size):
+        readable, images, failed = [], [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                data = read_bytes(path, path)
+            except ImageLoadError as e:
+                failed.append(Outcome(path, None, error=str(e)))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            try:
+                images.append(load_image(_named(data, path)))
+                readable.append(Outcome(path, digest))
+            except ImageLoadError as e:
+                failed.append(Outcome(path, digest, error=str(e)))
+        yield from failed
+        if not images:
+            continue
+        for outcome, poem in zip(readable, poems_for(pipeline, images, options, keywords)):
+            outcome.poem = poem
+            yield outcome
+
+
+def poems_for(pipeline: Pipeline, images: list, options: PoemOptions,
+              keywords: list[str] | None = None) -> list[Poem]:
+    """Poems for loaded images; keywords only when the pipeline has no poet."""
+    embeddings = pipeline.scorer.embed_images(images)
+    found = ([[Keyword(w, None) for w in keywords]] * len(images) if keywords
+             else pipeline.scorer.keywords_for(embeddings, options.topk, options.selection))
+    if pipeline.poet is None:
+        return [Poem([], words) for words in found]
+    return pipeline.write_from_keywords(found, options, embeddings)
+
+
+def _named(data: bytes, name: str) -> io.BytesIO:
+    """Bytes that load_image names by their path in its messages."""
+    stream = io.BytesIO(data)
+    stream.name = name
+    return stream
+
+
+class JsonlOutput:
+    """An append-only JSON-lines file shared by every process of a run."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise PoemgenError(f"--out {self.path} is a folder; give a file such as poems.jsonl")
+        if not self.path.parent.is_dir():
+            raise PoemgenError(f"--out {self.path}: the folder {self.path.parent} does not "
+                               "exist; create it first")
+
+    def repair(self) -> int:
+        """Drop lines that are not complete JSON objects (cut short when a run was killed);
+        returns how many. The file is replaced atomically, so nothing else can be lost."""
+        if not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        with open(self.path, "rb") as file:
+            for line in file:
+                if _record(line) is None:
+                    dropped += line.strip() != b""
+                else:
+                    kept.append(line if line.endswith(b"\n") else line + b"\n")
+        if dropped or (kept and not self.path.read_bytes().endswith(b"\n")):
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_bytes(b"".join(kept))
+            os.replace(partial, self.path)
+        return dropped
+
+    def done(self) -> dict[str, set[str | None]]:
+        """The content hashes already written for each image path."""
+        written: dict[str, set[str | None]] = {}
+        if self.path.exists():
+            with open(self.path, "rb") as file:
+                for line in file:
+                    record = _record(line)
+                    if record is not None:
+                        written.setdefault(record["image"], set()).add(record.get("sha256"))
+        return written
+
+    def append(self, record: dict) -> None:
+        """Append one line, whole, under an exclusive lock, and flush it to the file."""
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        with open(self.path, "ab") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            try:
+                file.seek(0, os.SEEK_END)
+                if file.tell() and _last_byte(self.path) != b"\n":
+                    line = b"\n" + line  # another process died mid-line: never join the two
+                file.write(line)
+                file.flush()
+                os.fsync(file.fileno())
+            finally:
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def pending(paths: list[str], written: dict[str, set[str | None]]) -> list[str]:
+    """The paths whose current content has no line yet (only written paths are hashed)."""
+    todo = []
+    for path in paths:
+        hashes = written.get(path)
+        if not hashes or _content_hash(path) not in hashes:
+            todo.append(path)
+    return todo
+
+
+def _content_hash(path: str) -> str | None:
+    try:
+        return hashlib.sha256(read_bytes(path, path)).hexdigest()
+    except ImageLoadError:
+        return None  # unreadable: matches an earlier error line, which has no hash
+
+
+def _record(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("image"), str) else None
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1)

@@ -1,0 +1,171 @@
+"""Batch runs over folders: `poemgen DIR --out poems.jsonl`, resumable after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from conftest import make_photo
+from poemgen.batch import find_images
+from poemgen.cli import main
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def photo_folder(root, count):
+    """`count` distinct photos in a folder with a subfolder, plus files that are not photos."""
+    (root / "sub").mkdir(parents=True)
+    paths = []
+    for i in range(count):
+        folder = root / "sub" if i % 3 == 2 else root
+        paths.append(make_photo(folder / f"p{i:02d}.jpg", colour=(i * 9 % 256, 80, 200 - i)))
+    (root / "notes.txt").write_text("not a photo")
+    (root / ".hidden.jpg").write_text("editor leftovers")
+    return paths
+
+
+def test_folders_are_searched_recursively_and_patterns_expanded(tmp_path):
+    paths = photo_folder(tmp_path / "photos", 5)
+    found = find_images([str(tmp_path / "photos")])
+    assert sorted(found) == sorted(str(p) for p in paths)
+    assert found == find_images([str(tmp_path / "photos"), str(paths[0])])  # each image once
+    pattern = find_images([str(tmp_path / "photos" / "**" / "*.jpg")])
+    assert sorted(pattern) == sorted(found)
+    assert find_images([str(tmp_path / "photos" / "notes.txt")]) == \
+        [str(tmp_path / "photos" / "notes.txt")]  # named directly: kept, fails at loading
+
+
+def test_a_pattern_matching_nothing_is_one_line(tiny, tmp_path, capsys):
+    code, out, err = run(capsys, tmp_path / "*.jpg", "--clip", tiny.clip, "--keywords-only")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "no images match" in err and "*.jpg" in err
+
+
+@pytest.mark.parametrize("out,message", [(".", "is a folder"),
+                                         ("missing/poems.jsonl", "does not exist")])
+def test_bad_output_paths_are_one_line(tiny, tmp_path, capsys, photo, out, message):
+    code, _, err = run(capsys, photo, "--out", tmp_path / out, "--clip", tiny.clip,
+                       "--poet", tiny.poet)
+    assert code == 1 and err.count("\n") == 1 and message in err
+
+
+def test_out_needs_images(tiny, tmp_path, capsys):
+    code, _, err = run(capsys, "--keywords", "明月", "--out", tmp_path / "p.jsonl",
+                       "--poet", tiny.poet)
+    assert code == 1 and "--out needs images" in err
+
+
+def test_out_writes_one_line_per_image_and_a_rerun_skips_them(tiny, tmp_path, capsys):
+    paths = photo_folder(tmp_path / "photos", 5)
+    out = tmp_path / "poems.jsonl"
+    args = (tmp_path / "photos", "--out", out, "--clip", tiny.clip, "--poet", tiny.poet,
+            "--batch-size", "2", "--seed", "1")
+    code, stdout, err = run(capsys, *args)
+    assert code == 0 and stdout == ""
+    first = records(out)
+    assert sorted(r["image"] for r in first) == sorted(str(p) for p in paths)
+    for record in first:
+        assert len(record["lines"]) == 4 and len(record["sha256"]) == 64
+        assert record["keywords"] and record["poem"]
+    assert "0 of 5 images already" in err and "poems" in err  # the progress bar's label
+
+    code, _, err = run(capsys, *args)
+    assert code == 0 and records(out) == first and "5 of 5 images already" in err
+
+    make_photo(paths[1], colour=(250, 250, 0))  # changed content: a new image at that path
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "4 of 5 images already" in err
+    changed = [r for r in records(out) if r["image"] == str(paths[1])]
+    assert len(changed) == 2 and changed[0]["sha256"] != changed[1]["sha256"]
+
+
+def test_bad_images_become_error_lines_and_are_not_retried(tiny, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = make_photo(folder / "good.jpg")
+    (folder / "broken.jpg").write_text("not a picture")
+    out = tmp_path / "poems.jsonl"
+    args = (folder, "--out", out, "--clip", tiny.clip, "--poet", tiny.poet)
+    code, _, err = run(capsys, *args)
+    assert code == 1
+    by_image = {r["image"]: r for r in records(out)}
+    assert by_image[str(good)]["lines"]
+    assert "not an image" in by_image[str(folder / "broken.jpg")]["error"]
+    assert "broken.jpg" in err and "Traceback" not in err
+    code, _, err = run(capsys, *args)
+    assert code == 0 and len(records(out)) == 2 and "2 of 2 images already" in err
+
+
+def test_a_line_cut_short_is_dropped_and_its_image_written_again(tiny, tmp_path, capsys):
+    paths = photo_folder(tmp_path / "photos", 3)
+    out = tmp_path / "poems.jsonl"
+    args = (tmp_path / "photos", "--out", out, "--clip", tiny.clip, "--poet", tiny.poet)
+    assert run(capsys, *args)[0] == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:2]) + lines[2][:40])  # killed while writing the third line
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "dropped 1 incomplete line" in err
+    assert Counter(r["image"] for r in records(out)) == Counter(str(p) for p in paths)
+
+
+def cli(*args):
+    return [sys.executable, "-m", "poemgen", *map(str, args)]
+
+
+def quiet_env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_with_each_image_exactly_once(tiny, tmp_path):
+    paths = photo_folder(tmp_path / "photos", 24)
+    out = tmp_path / "poems.jsonl"
+    command = cli(tmp_path / "photos", "--out", out, "--clip", tiny.clip, "--poet", tiny.poet,
+                  "--batch-size", "1", "--form", "qilv", "--candidates", "2")
+    process = subprocess.Popen(command, env=quiet_env(), stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = len(records(out))
+    assert 3 <= before < len(paths), "the run was not killed part-way; the test proves nothing"
+
+    resumed = subprocess.run(command, env=quiet_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{before} of {len(paths)} images already" in resumed.stderr
+    assert Counter(r["image"] for r in records(out)) == Counter(str(p) for p in paths)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_splits_images_between_processes(tiny, tmp_path):
+    """`--multi_gpu` is accelerate's torchrun launcher; without GPUs the processes use gloo."""
+    paths = photo_folder(tmp_path / "photos", 7)
+    out = tmp_path / "poems.jsonl"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+               "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "poemgen", str(tmp_path / "photos"), "--out", str(out), "--clip", tiny.clip,
+               "--poet", tiny.poet, "--batch-size", "2"]
+    done = subprocess.run(command, env=quiet_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = records(out)
+    assert Counter(r["image"] for r in written) == Counter(str(p) for p in paths)
+    assert all(len(r["lines"]) == 4 for r in written)
+    shares = sorted(done.stderr.count(f"process {i} of 2 writes") for i in (1, 2))
+    assert shares == [1, 1] and "writes 4 images" in done.stderr and "writes 3 images" in done.stderr
