@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 
-FORM_NAMES = {"wujue": (4, 5), "qijue": (4, 7), "wulv": (8, 5), "qilv": (8, 7)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from poemgen.models import CLIP_ENV, DEFAULT_CLIP, DEFAULT_POET, HOME_ENV, POET_ENV
-    from poemgen.options import RHYMES, TONES
+    from poemgen.options import FORM_NAMES, RHYMES, TONES
     from poemgen.prompt import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="poemgen", description="Look at photos and write classical Chinese poems (看图写诗).",
         epilog=f"${HOME_ENV} defaults to ~/.cache/poemgen. Models are Hub ids or local folders; "
                "set HF_HUB_OFFLINE=1 to use only the local Hugging Face cache. Also: "
-               "`poemgen check TEXT` checks a poem, `poemgen models` lists the known models.")
+               "`poemgen check TEXT` checks a poem, `poemgen models` lists the known models, "
+               "`poemgen serve` runs the HTTP API and web page.")
     parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="image files, folders (searched recursively) or quoted glob patterns")
     parser.add_argument("--keywords", metavar="WORDS",
@@ -107,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"models": (list_models, build_models_parser),
                 "check": (check_poem, build_check_parser),
-                "eval": (run_eval, build_eval_parser)}
+                "eval": (run_eval, build_eval_parser),
+                "serve": (run_server, build_serve_parser)}
     if argv[:1] and argv[0] in commands:
         command, parser = commands[argv[0]]
         args = parser().parse_args(argv[1:])
@@ -127,12 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def options_from(args: argparse.Namespace):
-    from poemgen.options import OptionsError, PoemOptions
+    from poemgen.options import PoemOptions, form_size, split_words
 
-    lines, chars = FORM_NAMES[args.form] if args.form else (args.lines or 4, args.chars or 5)
-    if args.form and (args.lines or lines) != lines or args.form and (args.chars or chars) != chars:
-        raise OptionsError(f"--form {args.form} is {lines} lines of {chars} characters; "
-                           "drop --lines/--chars or make them agree")
+    lines, chars = form_size(args.form, args.lines, args.chars)
     return PoemOptions(topk=args.topk, lines=lines, chars=chars, seed=args.seed,
                        temperature=args.temperature, top_p=args.top_p, hint=args.hint,
                        imitate=args.imitate, rhyme=args.rhyme, tones=args.tones,
@@ -140,12 +137,14 @@ def options_from(args: argparse.Namespace):
                        no_repeat=not args.allow_repeats, reduplication=args.reduplication,
                        candidates=args.candidates, per_category=args.per_category,
                        diversity=args.diversity, emotions=args.emotions,
-                       categories=tuple(c for c in re.split(r"[,，、\s]+", args.categories) if c))
+                       categories=tuple(split_words(args.categories, "--categories")))
 
 
 def run(args: argparse.Namespace) -> int:
+    from poemgen.options import split_words
+
     options = options_from(args)
-    given = [w for w in re.split(r"[,，、\s]+", args.keywords or "") if w]
+    given = split_words(args.keywords, "--keywords")
     if args.keywords is not None and not given:
         raise PoemgenError("--keywords is empty; give words such as 明月,孤舟")
     if args.out and not args.images:
@@ -307,6 +306,72 @@ def run_eval(args: argparse.Namespace) -> int:
     from poemgen.evaluate import run
 
     return run(args)
+
+
+# --- poemgen serve: the server is poemgen/serve.py -------------------------------------------
+
+def build_serve_parser() -> argparse.ArgumentParser:
+    from poemgen.prompt import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="poemgen serve", description="Serve the JSON API (POST /v1/poems, GET /healthz, "
+        "OpenAPI at /docs) and the web page at /. Needs `pip install 'poemgen[web]'`.")
+    parser.add_argument("--clip", metavar="MODEL", help="Chinese-CLIP Hub id or folder")
+    parser.add_argument("--poet", metavar="MODEL", help="poet: Hub id or folder")
+    parser.add_argument("--poet-format", choices=tuple(FORMATS), metavar="NAME")
+    parser.add_argument("--crrd", metavar="DIR", help="folder of the 平水韵 tables")
+    parser.add_argument("--vocab", metavar="FILE", help="keyword vocabulary")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1, this machine only; "
+                             "0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    limits = parser.add_argument_group("limits (each refused with a 4xx JSON error)")
+    limits.add_argument("--max-upload-mb", type=float, default=10, help="default 10")
+    limits.add_argument("--max-pixels", type=positive_int, default=40_000_000,
+                        help="pixels in one photo (default 40,000,000)")
+    limits.add_argument("--max-candidates", type=positive_int, default=8, help="default 8")
+    limits.add_argument("--rate", type=float, default=30, metavar="PER_MINUTE",
+                        help="requests per minute per client address, 0 for none (default 30)")
+    limits.add_argument("--burst", type=positive_int, default=10,
+                        help="requests a client may send at once (default 10)")
+    limits.add_argument("--max-batch", type=positive_int, default=16,
+                        help="requests written together on the device (default 16)")
+    return parser
+
+
+def run_server(args: argparse.Namespace) -> int:
+    import socket
+
+    try:
+        from poemgen import serve
+    except ImportError as e:
+        raise PoemgenError(f"poemgen serve needs the web extra ({e.name} is missing); "
+                           "pip install 'poemgen[web]'") from None
+    try:
+        with socket.create_server((args.host, args.port)):
+            pass  # the address is free; uvicorn binds it again below
+    except OSError as e:
+        raise PoemgenError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); "
+                           "pass another --port or --host") from None
+    quiet_transformers()
+    from poemgen.models import resolve_clip, resolve_poet
+    from poemgen.pipeline import load
+
+    clip, poet = resolve_clip(args.clip), resolve_poet(args.poet)
+    pipeline = load(clip, poet, args.device, args.vocab, poet_format=args.poet_format,
+                    crrd=args.crrd)
+    limits = serve.Limits(max_upload_bytes=int(args.max_upload_mb * 2**20),
+                          max_pixels=args.max_pixels, max_candidates=args.max_candidates,
+                          requests_per_minute=args.rate, burst=args.burst,
+                          max_batch=args.max_batch)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"poemgen: note: listening on {args.host}: anyone who can reach this machine can "
+              "use the server", file=sys.stderr)
+    print(f"poemgen: serving on http://{args.host}:{args.port}/ (API docs at /docs)",
+          file=sys.stderr, flush=True)
+    serve.serve(pipeline, args.host, args.port, limits, {"clip": clip, "poet": poet})
+    return 0
 
 
 # --- poemgen models --------------------------------------------------------------------------

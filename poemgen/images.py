@@ -32,6 +32,10 @@ class ImageLoadError(PoemgenError):
         super().__init__(" ".join(message.splitlines()))
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than allowed (a server answers 413 rather than 415)."""
+
+
 def describe_source(source: object) -> str:
     """The short name of `source` used in messages."""
     if isinstance(source, Image.Image):
@@ -63,7 +67,7 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485) -> Image.Im
             else:
                 image = Image.open(io.BytesIO(read_bytes(source, name)))
             if image.width * image.height > max_pixels:
-                raise ImageLoadError(
+                raise ImageTooLargeError(
                     f"{name}: is {image.width}×{image.height} pixels, more than the limit of "
                     f"{max_pixels:,}; downscale it or raise max_pixels"
                 )
@@ -75,7 +79,7 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485) -> Image.Im
                 "convert it to one of these formats"
             ) from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-            raise ImageLoadError(
+            raise ImageTooLargeError(
                 f"{name}: is too large to decode safely ({error}); downscale it first"
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:

@@ -37,9 +37,33 @@ class Selection:
 
 
 RHYMES = ("xinyun", "pingshui", "none")
+FORM_NAMES = {"wujue": (4, 5), "qijue": (4, 7), "wulv": (8, 5), "qilv": (8, 7)}  # (lines, chars)
 TONES = ("strict", "loose", "none")
 MAX_CANDIDATES = 64
 _CHINESE_WORDS = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff ]*$")
+_WORD_SEPARATORS = re.compile(r"[,，、\s]+")
+
+
+def split_words(text: str, what: str = "keywords") -> list[str]:
+    """Chinese words from a list typed by a person: 明月,孤舟 / 明月，孤舟 / 明月、孤舟."""
+    words = [word for word in _WORD_SEPARATORS.split(text or "") if word]
+    wrong = [word for word in words if not _CHINESE_WORDS.match(word)]
+    if wrong:
+        raise OptionsError(f"{what} must be Chinese words such as 明月,孤舟; got {wrong[0]!r}")
+    return words
+
+
+def form_size(form: str | None, lines: int | None, chars: int | None) -> tuple[int, int]:
+    """(lines, chars) from a form name (wujue …) or explicit sizes, which must then agree."""
+    if not form:
+        return lines or 4, chars or 5
+    if form not in FORM_NAMES:
+        raise OptionsError(f"unknown form {form!r}; choose one of {', '.join(FORM_NAMES)}")
+    size = FORM_NAMES[form]
+    if (lines or size[0], chars or size[1]) != size:
+        raise OptionsError(f"form {form} is {size[0]} lines of {size[1]} characters; drop the "
+                           "lines/chars or make them agree")
+    return size
 
 
 @dataclass(frozen=True)

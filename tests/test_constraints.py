@@ -176,4 +176,4 @@ def test_check_command_exit_codes(capsys):
 
 def test_form_and_lines_must_agree(capsys):
     assert main(["--keywords", "明月", "--form", "qijue", "--chars", "5"]) == 1
-    assert "--form qijue" in capsys.readouterr().err
+    assert "form qijue is 4 lines of 7 characters" in capsys.readouterr().err

@@ -26,6 +26,7 @@ def test_wheel_installs_and_writes_a_poem(tiny, photo, tmp_path):
     (wheel,) = (tmp_path / "dist").glob("poemgen-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "poemgen/vocabulary/vocabulary.txt" in names
+    assert "poemgen/web/index.html" in names  # the page `poemgen serve` answers at /
     assert not [n for n in names if n.startswith(("tests/", "keywords/"))]
 
     # A fresh environment with the wheel; its heavy dependencies come from this one's

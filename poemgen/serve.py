@@ -1,0 +1,432 @@
+"""`poemgen serve`: the pipeline behind a JSON API and a web page (FastAPI + uvicorn).
+
+The models load once. Requests are parsed and checked on the event loop, then queued; one
+worker thread owns the models and writes each batch: the oldest request together with every
+queued request that has the same options (a request with a seed runs alone, so its poem is the
+one the CLI writes with that seed). Only that thread touches the models, so concurrent requests
+cannot corrupt each other, and a slow upload holds only its own connection.
+
+Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload or image too large,
+415 not an image, 422 bad options, 429 too many requests from one client, 503 queue full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from poemgen import __version__
+from poemgen.errors import PoemgenError
+from poemgen.images import ImageLoadError, ImageTooLargeError, load_image
+from poemgen.options import RHYMES, TONES, PoemOptions, form_size, split_words
+from poemgen.pipeline import Pipeline, Poem
+
+FIELDS_ALLOWANCE = 64 * 1024  # room for the form fields beside the image in one upload
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_candidates: int = 8
+    max_keywords: int = 16
+    requests_per_minute: float = 30.0  # per client address; 0: no limit
+    burst: int = 10                    # requests a client may send at once
+    max_queue: int = 64                # requests waiting for the models
+    max_batch: int = 16                # requests written together
+    batch_wait_s: float = 0.01         # how long the worker waits for a batch to fill
+    read_timeout_s: float = 30.0       # the longest an upload may take
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+class PoemRequest(BaseModel):
+    """The options of `POST /v1/poems`, named as the CLI's flags (as form or JSON fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: Union[str, list[str], None] = Field(
+        None, description="write from these words (明月,孤舟) instead of CLIP's")
+    form: Literal["wujue", "qijue", "wulv", "qilv", None] = Field(
+        None, description="五言绝句 wujue, 七言绝句 qijue, 五言律诗 wulv, 七言律诗 qilv")
+    lines: Literal[4, 8, None] = None
+    chars: Literal[5, 7, None] = None
+    rhyme: Literal[RHYMES] = "xinyun"
+    rhyme_group: str = ""
+    tones: Literal[TONES] = "loose"
+    acrostic: str = ""
+    allow_repeats: bool = False
+    reduplication: bool = False
+    topk: int = Field(5, ge=1, le=16)
+    candidates: int = Field(1, ge=1)
+    hint: str = Field("", max_length=32)
+    imitate: str = Field("", max_length=8)
+    seed: int | None = None
+    temperature: float = Field(0.9, ge=0, le=5)
+    top_p: float = Field(0.9, gt=0, le=1)
+    categories: Union[str, list[str]] = ""
+    per_category: int = Field(2, ge=1)
+    diversity: float = Field(0.3, ge=0, le=1)
+    emotions: bool = False
+
+    def words(self) -> list[str]:
+        texts = self.keywords if isinstance(self.keywords, list) else [self.keywords or ""]
+        return [word for text in texts for word in split_words(text)]
+
+    def options(self) -> PoemOptions:
+        lines, chars = form_size(self.form, self.lines, self.chars)
+        categories = self.categories if isinstance(self.categories, list) else \
+            split_words(self.categories, "categories")
+        return PoemOptions(
+            topk=self.topk, lines=lines, chars=chars, temperature=self.temperature,
+            top_p=self.top_p, seed=self.seed, hint=self.hint, imitate=self.imitate,
+            rhyme=self.rhyme, tones=self.tones, rhyme_group=self.rhyme_group,
+            acrostic=self.acrostic, no_repeat=not self.allow_repeats,
+            reduplication=self.reduplication, candidates=self.candidates,
+            categories=tuple(categories), per_category=self.per_category,
+            diversity=self.diversity, emotions=self.emotions)
+
+
+class KeywordOut(BaseModel):
+    word: str
+    score: float | None = Field(description="CLIP's probability; null for given keywords")
+
+
+class CandidateOut(BaseModel):
+    lines: list[str]
+    poem: str
+    score: dict[str, float | None]
+
+
+class PoemOut(BaseModel):
+    """The object `poemgen --json` prints."""
+
+    image: str | None
+    keywords: list[KeywordOut]
+    lines: list[str]
+    poem: str
+    score: dict[str, float | None]
+    notes: list[str]
+    candidates: list[CandidateOut] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+@dataclass
+class Job:
+    options: PoemOptions
+    image: object | None            # a loaded PIL image
+    keywords: list[str] | None
+    future: asyncio.Future
+
+    @property
+    def batch_key(self) -> object:
+        """Jobs with equal keys are written in one batch."""
+        if self.options.seed is not None:
+            return id(self)
+        return self.options, self.image is not None, self.keywords is not None
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+
+
+class Batcher:
+    """The queue in front of the models and the one thread that runs them."""
+
+    def __init__(self, pipeline: Pipeline, limits: Limits):
+        self.pipeline, self.limits = pipeline, limits
+        self.pending: list[Job] = []
+        self.stats = Stats()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poemgen-models")
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, job: Job) -> Poem:
+        if len(self.pending) >= self.limits.max_queue:
+            raise ApiError(503, f"the server is busy ({len(self.pending)} requests waiting); "
+                                "try again in a few seconds", {"Retry-After": "5"})
+        if self._task is None:  # started on the serving event loop, on first use
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.create_task(self._run())
+        self.pending.append(job)
+        self._wakeup.set()
+        return await job.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self.pending:
+                if len(self.pending) < self.limits.max_batch:
+                    await asyncio.sleep(self.limits.batch_wait_s)  # let a batch gather
+                jobs = self._take_batch()
+                self.stats.batches += 1
+                self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
+                try:
+                    poems = await loop.run_in_executor(self.executor, self._write, jobs)
+                except Exception as error:  # the same options: the same error for each
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(error)
+                    continue
+                for job, poem in zip(jobs, poems):
+                    if not job.future.done():  # a client that went away is skipped
+                        job.future.set_result(poem)
+
+    def _take_batch(self) -> list[Job]:
+        key = self.pending[0].batch_key
+        jobs = [job for job in self.pending if job.batch_key == key][: self.limits.max_batch]
+        taken = set(map(id, jobs))
+        self.pending = [job for job in self.pending if id(job) not in taken]
+        return jobs
+
+    def _write(self, jobs: list[Job]) -> list[Poem]:
+        first = jobs[0]
+        images = [job.image for job in jobs] if first.image is not None else None
+        keywords = [job.keywords for job in jobs] if first.keywords is not None else None
+        return self.pipeline.write_batch(images, first.options, keywords=keywords)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RateLimiter:
+    """A token bucket per client: `burst` requests at once, refilled at `per_minute`."""
+
+    def __init__(self, per_minute: float, burst: int, max_clients: int = 10_000):
+        self.rate, self.burst, self.max_clients = per_minute / 60.0, burst, max_clients
+        self.buckets: dict[str, tuple[float, float]] = {}  # client → (tokens, when)
+
+    def retry_after(self, client: str, now: float | None = None) -> float:
+        """0 when the client may go ahead (and a token is spent), else seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens, when = self.buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - when) * self.rate)
+        if tokens < 1:
+            self.buckets[client] = (tokens, now)
+            return (1 - tokens) / self.rate
+        if len(self.buckets) >= self.max_clients and client not in self.buckets:
+            self._forget_full_buckets(now)
+        self.buckets[client] = (tokens - 1, now)
+        return 0.0
+
+    def _forget_full_buckets(self, now: float) -> None:
+        """Clients whose bucket has refilled are indistinguishable from new ones."""
+        self.buckets = {c: (t, w) for c, (t, w) in self.buckets.items()
+                        if t + (now - w) * self.rate < self.burst}
+
+
+def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | None = None) -> FastAPI:
+    """The ASGI app; `models` (names of the CLIP model and poet) is shown by /healthz."""
+    batcher = Batcher(pipeline, limits)
+    limiter = RateLimiter(limits.requests_per_minute, limits.burst)
+    page = resources.files("poemgen").joinpath("web/index.html").read_text(encoding="utf-8")
+
+    async def lifespan(app):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="poemgen", version=__version__, lifespan=lifespan,
+                  description="Look at a photo and write a classical Chinese poem (看图写诗).")
+    app.state.batcher = batcher
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        return JSONResponse({"error": error.message}, error.status, headers=error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return JSONResponse({"error": str(error.detail)}, error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        return JSONResponse({"error": _first_problem(error.errors())}, 422)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return page
+
+    @app.get("/healthz", summary="Whether the server is up, and what it runs")
+    async def healthz() -> dict:
+        stats = batcher.stats
+        return {"status": "ok", "version": __version__, **(models or {}),
+                "device": str(pipeline.poet.device), "queued": len(batcher.pending),
+                "requests": stats.requests, "batches": stats.batches,
+                "largest_batch": stats.largest_batch,
+                "limits": {"max_upload_bytes": limits.max_upload_bytes,
+                           "max_pixels": limits.max_pixels,
+                           "max_candidates": limits.max_candidates,
+                           "requests_per_minute": limits.requests_per_minute}}
+
+    @app.post("/v1/poems", response_model=PoemOut, response_model_exclude_unset=True,
+              summary="Write a poem about an uploaded photo, or from keywords",
+              responses={code: {"model": ErrorOut} for code in (413, 415, 422, 429, 503)},
+              openapi_extra={"requestBody": _request_body_schema()})
+    async def poems(request: Request) -> dict:
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.retry_after(client)
+        if wait:
+            raise ApiError(429, f"too many requests from {client}; wait {math.ceil(wait)} s",
+                           {"Retry-After": str(math.ceil(wait))})
+        fields, upload = await _read_fields(request, limits)
+        try:
+            params = PoemRequest.model_validate(fields)
+            options = params.options()
+            if options.candidates > limits.max_candidates:
+                raise ApiError(422, f"candidates must be at most {limits.max_candidates} on "
+                                    "this server")
+            words = params.words() or None
+        except ValidationError as error:
+            raise ApiError(422, _first_problem(error.errors())) from None
+        except PoemgenError as error:
+            raise ApiError(422, str(error)) from None
+        if words and len(words) > limits.max_keywords:
+            raise ApiError(422, f"at most {limits.max_keywords} keywords, got {len(words)}")
+        image, name = None, None
+        if upload is not None:
+            name = upload.filename or "upload"
+            image = await asyncio.to_thread(_load_upload, await upload.read(), name, limits)
+        if image is None and not words:
+            raise ApiError(422, "send a photo in the multipart field 'image', or 'keywords'")
+        batcher.stats.requests += 1
+        try:
+            poem = await batcher.submit(Job(options, image, words,
+                                            asyncio.get_running_loop().create_future()))
+        except PoemgenError as error:
+            raise ApiError(422, str(error)) from None
+        return poem.to_dict(image=name)
+
+    return app
+
+
+async def _read_fields(request: Request, limits: Limits) -> tuple[dict, UploadFile | None]:
+    """The request's option fields and its image upload, with the size and time limits."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _read_body(request, limits)
+    if kind == "application/json":
+        try:
+            fields = json.loads(body or b"{}")
+        except ValueError:
+            raise ApiError(422, "the body is not valid JSON") from None
+        if not isinstance(fields, dict):
+            raise ApiError(422, "the JSON body must be an object of options")
+        return fields, None
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise ApiError(415, f"send multipart/form-data (a photo in the field 'image') or JSON, "
+                            f"not {kind or 'no content type'}")
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=40)
+    except HTTPException as error:
+        raise ApiError(422, f"the form cannot be read: {error.detail}") from None
+    fields, upload = {}, None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "image":
+                raise ApiError(422, f"unexpected file field {key!r}; send the photo as 'image'")
+            upload = value
+        elif value != "" or key == "keywords":
+            fields[key] = value
+    return fields, upload
+
+
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    limit = limits.max_upload_bytes + FIELDS_ALLOWANCE
+    too_large = ApiError(413, f"the upload is larger than {limits.max_upload_bytes // 2**20} MB;"
+                              " send a smaller photo")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), limits.read_timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the upload took longer than {limits.read_timeout_s:g} s") from None
+
+
+def _load_upload(data: bytes, name: str, limits: Limits):
+    if len(data) > limits.max_upload_bytes:
+        raise ApiError(413, f"{name}: is larger than {limits.max_upload_bytes // 2**20} MB; "
+                            "send a smaller photo")
+    stream = io.BytesIO(data)
+    stream.name = name
+    try:
+        return load_image(stream, max_pixels=limits.max_pixels)
+    except ImageTooLargeError as error:
+        raise ApiError(413, str(error)) from None
+    except ImageLoadError as error:
+        raise ApiError(415, str(error)) from None
+
+
+def _first_problem(errors: list[dict]) -> str:
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    return f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
+
+
+def _request_body_schema() -> dict:
+    """Both request shapes for the OpenAPI description: a photo upload or JSON keywords."""
+    options = PoemRequest.model_json_schema()
+    upload = {**options, "properties": {
+        "image": {"type": "string", "format": "binary", "description": "the photo"},
+        **options["properties"]}}
+    return {"required": True, "content": {
+        "multipart/form-data": {"schema": upload},
+        "application/json": {"schema": options,
+                             "example": {"keywords": "明月,孤舟", "form": "qijue"}}}}
+
+
+def serve(pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8000,
+          limits: Limits = Limits(), models: dict | None = None) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(pipeline, limits, models), host=host, port=port, log_level="info",
+                timeout_keep_alive=5)
+

@@ -1,0 +1,166 @@
+"""The HTTP API, in process: success paths, every limit, concurrent requests."""
+
+import asyncio
+import io
+import json
+import re
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from poemgen.pipeline import load
+from poemgen.serve import Limits, RateLimiter, create_app
+
+HAN = re.compile(r"^[\u4e00-\u9fff]+$")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny):
+    return load(tiny.clip, tiny.poet, "cpu")
+
+
+def client_for(pipeline, **limits):
+    return TestClient(create_app(pipeline, Limits(**{"requests_per_minute": 0, **limits})))
+
+
+@pytest.fixture
+def client(pipeline):
+    with client_for(pipeline) as client:
+        yield client
+
+
+def jpeg(colour=(40, 120, 200), size=(64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_healthz_and_page_and_openapi(client):
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    page = client.get("/")
+    assert page.status_code == 200 and "看图写诗" in page.text and 'id="photo"' in page.text
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/poems"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
+    assert "acrostic" in body["application/json"]["schema"]["properties"]
+
+
+def test_a_photo_upload_gets_the_cli_json(client):
+    response = client.post("/v1/poems", files={"image": ("lake.jpg", jpeg(), "image/jpeg")},
+                           data={"form": "qijue", "topk": "3", "candidates": "2", "seed": "4"})
+    assert response.status_code == 200, response.text
+    poem = response.json()
+    assert poem["image"] == "lake.jpg" and len(poem["keywords"]) == 3
+    assert all(k["score"] > 0 for k in poem["keywords"])
+    assert len(poem["lines"]) == 4 and all(len(line) == 7 and HAN.match(line)
+                                           for line in poem["lines"])
+    assert len(poem["candidates"]) == 2 and set(poem["score"]) >= {"total", "clip"}
+
+
+def test_keywords_as_json_match_the_library_with_the_same_seed(client, pipeline):
+    options = {"keywords": "明月,孤舟", "form": "wulv", "acrostic": "春江花月夜色山水", "seed": 7,
+               "rhyme": "xinyun", "tones": "strict"}
+    response = client.post("/v1/poems", json=options)
+    assert response.status_code == 200, response.text
+    expected = pipeline.write(keywords=["明月", "孤舟"], lines=8, chars=5, seed=7,
+                              acrostic="春江花月夜色山水", tones="strict")
+    assert response.json() == json.loads(json.dumps(expected.to_dict(), ensure_ascii=False))
+    assert [line[0] for line in response.json()["lines"]] == list("春江花月夜色山水")
+
+
+@pytest.mark.parametrize("request_kwargs,status,words", [
+    (dict(files={"image": ("big.jpg", b"\xff" * (2 * 2**20 + 1), "image/jpeg")}), 413, "larger"),
+    (dict(files={"image": ("notes.jpg", b"just text", "image/jpeg")}), 415, "not an image"),
+    (dict(files={"image": ("huge.png", None, "image/png")}), 413, "pixels"),
+    (dict(data={"keywords": "明月", "candidates": "9"}), 422, "candidates"),
+    (dict(data={"keywords": "明月", "form": "sonnet"}), 422, "form"),
+    (dict(data={"keywords": "明月", "acrostic": "春江"}), 422, "acrostic"),
+    (dict(data={"keywords": "明月", "colour": "red"}), 422, "colour"),
+    (dict(data={"keywords": "moon"}), 422, "Chinese"),
+    (dict(data={"keywords": "明月", "rhyme_group": "九霄"}), 422, "rhyme group"),
+    (dict(data={"form": "wujue"}), 422, "image"),
+    (dict(content=b"[1, 2]", headers={"content-type": "application/json"}), 422, "object"),
+    (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "multipart"),
+])
+def test_every_limit_is_a_json_4xx(pipeline, request_kwargs, status, words):
+    if "files" in request_kwargs and request_kwargs["files"]["image"][1] is None:
+        buffer = io.BytesIO()
+        Image.new("RGB", (3000, 2000)).save(buffer, "PNG")  # 6 MP, small as a file
+        request_kwargs = dict(files={"image": ("huge.png", buffer.getvalue(), "image/png")})
+    with client_for(pipeline, max_upload_bytes=2 * 2**20, max_pixels=5_000_000,
+                    max_candidates=8) as client:
+        response = client.post("/v1/poems", **request_kwargs)
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert words in error and "\n" not in error
+        assert client.get("/healthz").status_code == 200  # the server is still fine
+
+
+def test_a_declared_oversize_body_is_refused_before_it_is_read(client):
+    response = client.post("/v1/poems", content=b"x" * 10,
+                           headers={"content-type": "multipart/form-data; boundary=x",
+                                    "content-length": str(50 * 2**20)})
+    assert response.status_code == 413 and "larger than" in response.json()["error"]
+
+
+def test_a_client_over_its_rate_gets_429_with_retry_after(pipeline):
+    with client_for(pipeline, requests_per_minute=6, burst=2) as client:
+        codes = [client.post("/v1/poems", json={"keywords": "明月"}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        refused = client.post("/v1/poems", json={"keywords": "明月"})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "too many requests" in refused.json()["error"]
+
+
+def test_rate_limiter_refills_and_forgets_idle_clients():
+    limiter = RateLimiter(per_minute=60, burst=2, max_clients=2)
+    assert [limiter.retry_after("a", now=0.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(1.0)]
+    assert limiter.retry_after("a", now=1.5) == 0.0  # one token back after a second
+    limiter.retry_after("b", now=1.5)
+    limiter.retry_after("c", now=100.0)  # a and b have refilled: forgotten, memory stays bounded
+    assert set(limiter.buckets) == {"c"}
+
+
+def test_a_full_queue_is_503(pipeline):
+    app = create_app(pipeline, Limits(requests_per_minute=0, max_queue=0))
+    with TestClient(app) as client:
+        response = client.post("/v1/poems", json={"keywords": "明月"})
+        assert response.status_code == 503 and "busy" in response.json()["error"]
+        assert "retry-after" in response.headers
+
+
+def test_concurrent_requests_are_batched_and_never_mixed_up(pipeline):
+    """Twenty requests at once with different forms, acrostics and keywords: each answer keeps
+    its own request's form, acrostic and keywords, and the worker wrote them in batches."""
+    app = create_app(pipeline, Limits(requests_per_minute=0, batch_wait_s=0.05))
+    acrostics = ["春江花月", "山高水长", "风花雪夜", "云日天地"]
+    words = ["明月", "孤舟", "寒梅", "青山", "白云"]
+
+    def request(i):
+        fields = {"keywords": words[i % 5], "form": ["wujue", "qijue"][i % 2],
+                  "acrostic": acrostics[i % 4]}
+        if i % 3 == 0:
+            return fields, {"files": {"image": (f"p{i}.jpg", jpeg((i * 12, 90, 40)), "image/jpeg")},
+                            "data": fields}
+        return fields, {"json": fields}
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            requests = [request(i) for i in range(20)]
+            responses = await asyncio.gather(*(client.post("/v1/poems", **kwargs)
+                                               for _, kwargs in requests))
+            health = (await client.get("/healthz")).json()
+        return requests, responses, health
+
+    requests, responses, health = asyncio.run(main())
+    for (fields, _), response in zip(requests, responses):
+        assert response.status_code == 200, response.text
+        poem = response.json()
+        assert [k["word"] for k in poem["keywords"]] == [fields["keywords"]]
+        assert [line[0] for line in poem["lines"]] == list(fields["acrostic"])
+        assert {len(line) for line in poem["lines"]} == {5 if fields["form"] == "wujue" else 7}
+    assert health["requests"] == 20 and health["batches"] < 20 and health["largest_batch"] > 1

@@ -1,0 +1,195 @@
+"""`poemgen serve` as a user runs it: a real server process, raw sockets and headless Chromium.
+
+Chromium is Debian's (`/usr/bin/chromium`, installed by .ci/run), driven by Playwright with
+its `executable_path`; nothing is downloaded. Without Chromium the browser tests are skipped,
+except where POEMGEN_REQUIRE_BROWSER=1 (CI) makes that a failure. Set POEMGEN_SCREENSHOTS to a
+folder to keep the screenshots (the README's comes from here).
+"""
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+
+from poemgen.cli import main
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LINE = re.compile(r"^[\u4e00-\u9fff]{7}[，。]$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def landscape(path: Path) -> Path:
+    """A made-up photo: sky, a sun, mountains and a lake."""
+    image = Image.new("RGB", (640, 420), (120, 170, 220))
+    draw = ImageDraw.Draw(image)
+    for y in range(260):
+        draw.line([(0, y), (640, y)], fill=(110 + y // 4, 150 + y // 5, 215))
+    draw.ellipse((470, 60, 540, 130), fill=(250, 210, 120))
+    draw.polygon([(0, 300), (160, 150), (300, 280), (420, 170), (640, 300)], fill=(70, 100, 90))
+    draw.rectangle((0, 300, 640, 420), fill=(60, 110, 150))
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    port = free_port()
+    home = tmp_path_factory.mktemp("serve-home")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "POEMGEN_HOME": str(home)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "poemgen", "serve", "--clip", tiny.clip, "--poet", tiny.poet,
+         "--port", str(port), "--max-upload-mb", "1", "--rate", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"poemgen serve exited: {process.stdout.read()[-2000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("poemgen serve did not answer /healthz within 90 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_the_served_api_keeps_its_contract(server, tmp_path):
+    assert httpx.get(server + "/healthz").json()["status"] == "ok"
+    photo = landscape(tmp_path / "lake.png").read_bytes()
+    poem = httpx.post(server + "/v1/poems", files={"image": ("lake.png", photo, "image/png")},
+                      data={"form": "qijue"}, timeout=60)
+    assert poem.status_code == 200 and len(poem.json()["lines"]) == 4
+    words = httpx.post(server + "/v1/poems", data={"keywords": "明月,孤舟"}, timeout=60)
+    assert words.status_code == 200 and words.json()["keywords"][0]["word"] == "明月"
+    big = httpx.post(server + "/v1/poems", files={"image": ("big.jpg", b"0" * (2 * 2**20))},
+                     timeout=60)
+    assert big.status_code == 413 and "error" in big.json()
+    text = httpx.post(server + "/v1/poems", files={"image": ("a.jpg", b"not a photo")},
+                      timeout=60)
+    assert text.status_code == 415 and "not an image" in text.json()["error"]
+
+
+def test_a_slow_upload_does_not_hold_up_other_clients(server):
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(b"POST /v1/poems HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+                     b" boundary=b\r\nContent-Length: 500000\r\n\r\n--b\r\n")
+        started = time.monotonic()
+        response = httpx.post(server + "/v1/poems", json={"keywords": "青山"}, timeout=30)
+        assert response.status_code == 200 and time.monotonic() - started < 20
+
+
+def test_the_port_in_use_is_one_line(tiny, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code = main(["serve", "--clip", tiny.clip, "--poet", tiny.poet, "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "--port" in err
+
+
+def test_serve_without_the_web_extra_says_how_to_install_it(tiny, capsys, monkeypatch):
+    import poemgen
+
+    monkeypatch.delitem(sys.modules, "poemgen.serve", raising=False)
+    monkeypatch.delattr(poemgen, "serve", raising=False)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    code = main(["serve", "--clip", tiny.clip, "--poet", tiny.poet, "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert code == 1 and "poemgen[web]" in err and "fastapi" in err
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("POEMGEN_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"no Chromium at {CHROMIUM}; install Debian's chromium package")
+        pytest.skip("Chromium is not installed (apt install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def screenshots(tmp_path) -> Path:
+    folder = os.environ.get("POEMGEN_SCREENSHOTS")
+    return Path(folder) if folder else tmp_path
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1100, "height": 760},
+                                      {"width": 390, "height": 844}], ids=["desktop", "phone"])
+def test_the_page_writes_a_poem_about_a_dropped_photo(server, browser, tmp_path, viewport):
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server + "/")
+    page.set_input_files("#photo", str(landscape(tmp_path / "lake.png")))
+    assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 640
+    page.select_option("#form", "qijue")
+    page.fill("#seed", "3")
+    page.click("#write")
+    page.wait_for_selector("#poem .line", timeout=60_000)
+    lines = page.locator("#poem .line").all_inner_texts()
+    assert len(lines) == 4 and all(LINE.match(line) for line in lines), lines
+    bars = page.locator("#keywords-out .kw")
+    assert bars.count() == 5
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    name = "page" if viewport["width"] > 600 else "page-phone"
+    page.screenshot(path=str(screenshots(tmp_path) / f"{name}.png"), full_page=True)
+
+    page.click("#layout")  # vertical → horizontal, and the card follows the layout
+    assert "vertical" not in page.locator("#poem").get_attribute("class")
+    with page.expect_download() as download:
+        page.click("#download")
+    card = Image.open(io.BytesIO(Path(download.value.path()).read_bytes()))
+    assert card.format == "PNG" and card.width == 1080 and card.height > 1000
+    card.save(screenshots(tmp_path) / f"{name}-card.png")
+    assert errors == []
+    page.close()
+
+
+def test_the_page_shows_the_servers_error(server, browser):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#photo", files=[{"name": "notes.jpg", "mimeType": "image/jpeg",
+                                           "buffer": b"this is not a photo"}])
+    page.click("#write")
+    page.wait_for_selector("#error", state="visible", timeout=30_000)
+    assert "not an image" in page.inner_text("#error")
+    page.close()
+
+
+def test_the_page_writes_from_keywords_without_a_photo(server, browser):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.fill("#keywords", "明月，孤舟")
+    page.click("#write")
+    page.wait_for_selector("#poem .line", timeout=60_000)
+    assert page.locator("#poem .line").count() == 4
+    assert page.locator("#keywords-out .kw").all_inner_texts()[0].split() == ["明月", "给定"]
+    page.close()
