@@ -4,8 +4,11 @@ The rules of `poemgen.prosody` (line length, tone templates, rhyme, no repeated 
 acrostics) are turned into a `LogitsProcessor`, so a poem keeps them by construction, whatever
 the weights. Everything per token is computed once per tokenizer (and rhyme system) as tensors:
 how many Chinese characters it adds (Mengzi's sentencepiece has multi-character pieces), which
-characters, their tones and the rhyme groups of the last one. A step then costs a few vector
-operations over the vocabulary per poem.
+characters, their tones and the rhyme groups of the last one. Masks that depend on little (the
+position, the templates still possible, the rhyme groups) are cached; each poem's line so far and
+its repeat mask are extended by one token a step rather than replayed; and the batch's rules are
+combined as one tensor of "broken rules" bits, so a step costs a few operations over the whole
+batch plus some Python per poem.
 
 When no token keeps every rule (a rare dead end), as few rules as possible are relaxed, the
 least important first: repeated characters, then tones, then rhyme, then the acrostic (see
@@ -15,7 +18,9 @@ least important first: repeated characters, then tones, then rhyme, then the acr
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from transformers import LogitsProcessor
@@ -35,6 +40,19 @@ RELAXATIONS = sorted((tuple(name for i, name in enumerate(RELAX_ORDER) if mask >
                       for mask in range(1 << len(RELAX_ORDER))),
                      key=lambda names: (max((RELAX_ORDER.index(n) for n in names), default=-1),
                                         len(names), [RELAX_ORDER.index(n) for n in names]))
+RULE_BIT = {name: 1 << i for i, name in enumerate(RELAX_ORDER)}  # a broken rule's bit
+LENGTH_BIT = 1 << len(RELAX_ORDER)  # too long a token (or a misplaced boundary mark): never relaxed
+
+
+def _cached(cache: dict, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
+
+
+def _broken(ok: torch.Tensor, bit: int) -> torch.Tensor:
+    """`bit` where a rule's mask says no, as uint8."""
+    return (~ok).to(torch.uint8) * bit
 
 
 class TokenTable:
@@ -75,6 +93,27 @@ class TokenTable:
         self.repeats = repeats      # a character twice, not side by side
         self.doubles = doubles      # a character twice, side by side (萋萋)
         self.single = chars == 1
+        self.lengths = chars.tolist()  # `chars` for the per-token look-ups of each step
+        # The inverted index of `char_ids`: the tokens holding each character (the padding
+        # too), so "tokens with any of these characters" is a slice per character, not a gather.
+        pairs = torch.unique(char_ids * vocab_size + torch.arange(vocab_size).unsqueeze(1))
+        self._holders = pairs % vocab_size
+        per_char = torch.bincount(pairs // vocab_size, minlength=pad + 1)
+        self._starts = [0] + per_char.cumsum(0).tolist()
+        self.alone: dict[int, list[int]] = {}  # character → the tokens that are it alone
+        singles = self.single.nonzero().flatten()
+        for token_id, char in zip(singles.tolist(), self.first[singles].tolist()):
+            self.alone.setdefault(char, []).append(token_id)
+
+    def holding(self, chars: Iterable[int]) -> torch.Tensor:
+        """(vocab,) bool: the tokens with any of `chars`, as `used[char_ids].any(dim=1)` would
+        say for `used` marking `chars` (so -1 is the padding, as in indexing)."""
+        n = len(self._starts) - 1
+        spans = [self._holders[self._starts[c % n]:self._starts[c % n + 1]] for c in chars]
+        mask = torch.zeros(len(self.chars), dtype=torch.bool)
+        if spans:
+            mask[torch.cat(spans)] = True
+        return mask
 
     def text(self, token_ids: list[int]) -> str:
         """The Chinese characters that a generated line's tokens spell."""
@@ -103,9 +142,18 @@ class SystemTable:
         self.token_tones = tones[table.char_ids]  # (vocab, MAX_TOKEN_CHARS)
         self.ze_groups = torch.tensor([g.startswith(prosody.ZE) for g in self.group_names],
                                       dtype=torch.bool)
-        self.token_last_groups = groups[table.last].float()  # (vocab, groups), for a matmul
         self.own_token = torch.zeros(n + 1, dtype=torch.bool)  # the character is a token alone
         self.own_token[table.first[table.single]] = True
+
+
+@dataclass
+class RhymePool:
+    """The characters that can carry a rhyme: tokens of their own, 平 when tones count, not
+    spoken for by the acrostic."""
+
+    groups_of: dict[int, list[int]]  # character → its rhyme groups
+    members: list[list[int]]  # rhyme group → its characters
+    sizes: list[int]  # rhyme group → how many
 
 
 class VersePlan:
@@ -132,7 +180,7 @@ class VersePlan:
         self.all_templates = (1 << len(self.templates)) - 1
         self.rhyme_lines = [frozenset(t.rhymes) for t in self.templates]
         self._fits: dict[tuple[int, int], torch.Tensor] = {}
-        self._usable: torch.Tensor | None = None
+        self._masks: dict[tuple, torch.Tensor] = {}  # rule masks that depend on small keys
         self.acrostic = [table.index.get(c, -1) for c in rules.acrostic]
 
     def fits(self, line: int, position: int) -> torch.Tensor:
@@ -149,26 +197,73 @@ class VersePlan:
             self._fits[key] = ok
         return self._fits[key]
 
+    def length_ok(self, remaining: int, opening: bool) -> torch.Tensor:
+        """(vocab,): tokens that fit in `remaining` characters; a boundary mark only `opening`
+        the text."""
+        def build():
+            chars, leading = self.table.chars, self.table.leading
+            ok = (chars >= 1) & (chars <= remaining)
+            return ok | ((chars == 0) & leading) if opening else ok & ~leading
+        return _cached(self._masks, ("length", remaining, opening), build)
+
+    def tones_ok(self, line: int, position: int, templates: int) -> torch.Tensor:
+        """(vocab,): tokens that keep the tones of one of the `templates` (a bit set) from here."""
+        def build():
+            fits = self.fits(line, position)
+            return fits[[t for t in range(len(self.templates)) if templates >> t & 1]].any(dim=0)
+        return _cached(self._masks, ("tones", line, position, templates), build)
+
+    def acrostic_ok(self, line: int, opening: bool) -> torch.Tensor:
+        """(vocab,): tokens that keep the characters of later lines' acrostic for them and, at
+        the `opening` of the line, start with its own."""
+        def build():
+            ok = ~self.table.holding(self.acrostic[line + 1:])
+            return ok & (self.table.first == self.acrostic[line]) if opening else ok
+        return _cached(self._masks, ("acrostic", line, opening), build)
+
     def rhymes(self, line: int, templates: int) -> bool:
         """Whether `line` must rhyme under every template still possible."""
         alive = [r for t, r in enumerate(self.rhyme_lines) if templates >> t & 1]
         return bool(alive) and all(line in r for r in alive)
 
+    @cached_property
+    def rhyme_pool(self) -> RhymePool:
+        system = self.system
+        usable = system.own_token.clone()
+        if self.rules.tones != "none":
+            usable &= (system.char_tones & PING) != 0
+        usable[self.acrostic] = False
+        in_group = system.char_groups & usable.unsqueeze(1)
+        pool = RhymePool({c: [] for c in usable.nonzero().flatten().tolist()},
+                         [[] for _ in system.group_names], in_group.sum(0).tolist())
+        for char, group in in_group.nonzero().tolist():
+            pool.groups_of[char].append(group)
+            pool.members[group].append(char)
+        return pool
+
+    def group_counts(self, used: Iterable[int]) -> list[int]:
+        """Per rhyme group, its characters in the rhyme pool that are not in `used`."""
+        pool = self.rhyme_pool
+        counts = list(pool.sizes)
+        for char in set(used):
+            for group in pool.groups_of.get(char, ()):
+                counts[group] -= 1
+        return counts
+
+    def viable_group_ids(self, counts: list[int], line: int) -> tuple[int, ...]:
+        """Rhyme groups with enough characters left (`counts`) of the right tone for the rhymes
+        from `line` on, and one to spare."""
+        needed = sum(1 for r in self.templates[0].rhymes if r >= line) + 1
+        ze = self.system.ze_groups.tolist() if self.rules.tones != "none" else [False] * len(counts)
+        return tuple(g for g, n in enumerate(counts) if n >= needed and not ze[g])
+
     def viable_groups(self, used: list[int], line: int) -> torch.Tensor:
         """Rhyme groups with enough single characters of the right tone for the rhymes from
         `line` on (and one to spare), not counting characters already used or spoken for by
         the acrostic."""
-        system, needs_ping = self.system, self.rules.tones != "none"
-        if self._usable is None:
-            self._usable = system.own_token.clone()
-            if needs_ping:
-                self._usable &= (system.char_tones & PING) != 0
-            self._usable[self.acrostic] = False
-        usable = self._usable.clone()
-        usable[used] = False
-        members = (system.char_groups & usable.unsqueeze(1)).sum(0)
-        needed = sum(1 for r in self.templates[0].rhymes if r >= line) + 1
-        return (members >= needed) & (~system.ze_groups if needs_ping else True)
+        viable = torch.zeros(len(self.system.group_names), dtype=torch.bool)
+        viable[list(self.viable_group_ids(self.group_counts(used), line))] = True
+        return viable
 
 
 @dataclass
@@ -226,11 +321,35 @@ def _keeps(plan: VersePlan, template: int, line: int, position: int, char: int) 
     return bool(bits & tone)
 
 
+@dataclass
+class _Poem:
+    """One row's poem-level inputs to the rules, read from its `PoemState` once: the states do
+    not change while a line is written."""
+
+    used: frozenset[int]
+    group: tuple[int, ...] | None  # the rhyme groups still allowed, once chosen
+    blocked: torch.Tensor | None  # tokens the repeat rule forbids (None: no such rule)
+    blocked_at_open: torch.Tensor | None  # the same where the line's acrostic character is due
+
+
+@dataclass
+class _LineSoFar:
+    """One row's line as of its last step, extended by one token a step rather than replayed."""
+
+    row: int
+    tokens: tuple[int, ...]
+    templates: int
+    position: int = 0
+    chars: list[int] = field(default_factory=list)
+    blocked: torch.Tensor | None = None  # its own repeat mask, once the line has characters
+
+
 class VerseProcessor(LogitsProcessor):
     """Mask every token that would break the rules for line `line` of each poem in the batch.
 
     The line starts at position `start` of the decoder's ids; a word-boundary piece may open it
-    only when nothing precedes it (`opens_text`). `states` holds each poem's `PoemState`.
+    only when nothing precedes it (`opens_text`). `states` holds each poem's `PoemState`, read
+    on the first step: one processor serves one line.
     """
 
     def __init__(self, plan: VersePlan, line: int, states: list[PoemState], eos_token_id: int,
@@ -239,123 +358,188 @@ class VerseProcessor(LogitsProcessor):
         self.eos = eos_token_id
         self.start, self.opens_text = start, opens_text
         self.relaxed: list[set[str]] = [set() for _ in states]
+        self._poems: dict[int, _Poem] = {}
+        self._lines: dict[int, _LineSoFar] = {}
+        self._masks: dict[tuple, torch.Tensor] = {}  # this line's rhyme and combined masks
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        vocab = scores.shape[-1]
-        allowed = torch.stack([self.row_mask(row, ids, vocab)  # built where the tables are,
-                               for row, ids in enumerate(input_ids[:, self.start:].tolist())])
-        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))  # one copy a step
+        rows, vocab = scores.shape
+        lines = [self._line_so_far(row, tuple(ids))
+                 for row, ids in enumerate(input_ids[:, self.start:].tolist())]
+        writing = [row for row, line in enumerate(lines) if line.position < self.plan.form.chars]
+        if writing:  # built where the tables are
+            broken = self._broken_rules([lines[row] for row in writing])[:, :vocab]
+            blocked = broken.bool()
+            for i in broken.amin(dim=1).nonzero().flatten().tolist():  # dead ends: relax
+                blocked[i] = self._relax(lines[writing[i]], broken[i])
+        if len(writing) < rows:
+            finished = torch.ones((rows, vocab), dtype=torch.bool)
+            finished[:, self.eos] = False  # a finished line may only end
+            if writing:
+                finished[writing] = blocked
+            blocked = finished
+        return scores.masked_fill(blocked.to(scores.device), float("-inf"))  # one copy a step
 
-    def row_mask(self, row: int, generated: list[int], vocab: int) -> torch.Tensor:
-        plan, table, state = self.plan, self.plan.table, self.states[row]
-        form = plan.form
-        position, templates, line_chars = 0, state.templates, []
-        for token in generated:  # replay the line so far
-            if token >= len(table.chars) or table.chars[token] <= 0:
-                continue
-            if plan.system is not None and plan.rules.tones != "none":
-                fits = plan.fits(self.line, position)[:, token]
-                templates = sum(1 << t for t in range(len(plan.templates))
-                                if templates >> t & 1 and fits[t]) or templates
-            position += int(table.chars[token])
-            line_chars += table.char_ids[token, : table.chars[token]].tolist()
-        remaining = form.chars - position
-        if remaining <= 0:
-            only_eos = torch.zeros(vocab, dtype=torch.bool)
-            only_eos[self.eos] = True
-            return only_eos
+    def _broken_rules(self, lines: list[_LineSoFar]) -> torch.Tensor:
+        """(rows, table size) uint8: per token, the bits of the rules it would break."""
+        broken = torch.stack([self._rules_but_repeat(line) for line in lines])
+        if self.plan.rules.no_repeat:
+            repeats = torch.stack([line.blocked if line.blocked is not None else
+                                   self._poem(line.row).blocked_at_open for line in lines])
+            self._allow_doubles(repeats, lines)
+            broken |= repeats  # RULE_BIT["repeat"] is 1
+        return broken
 
-        chars = table.chars[:vocab]
-        base = (chars >= 1) & (chars <= remaining)
-        if not generated and self.opens_text:
-            base |= (chars == 0) & table.leading[:vocab]
-        else:
-            base &= ~table.leading[:vocab]
-        rules = {name: self.rule(name, position, remaining, templates, line_chars, state)[:vocab]
-                 for name in RELAX_ORDER}
+    def _allow_doubles(self, repeats: torch.Tensor, lines: list[_LineSoFar]) -> None:
+        """Let a line double its last character (萋萋), never triple it, when reduplication is
+        allowed."""
+        if not self.plan.rules.reduplication:
+            return
+        rows, tokens = [], []
+        for i, line in enumerate(lines):
+            chars = line.chars
+            if chars and (len(chars) < 2 or chars[-2] != chars[-1]):
+                alone = self.plan.table.alone.get(chars[-1], [])
+                rows += [i] * len(alone)
+                tokens += alone
+        repeats[rows, tokens] = False
+
+    def _relax(self, line: _LineSoFar, broken: torch.Tensor) -> torch.Tensor:
+        """The blocked tokens under the first set of relaxations that leaves a token, noted."""
+        found = broken.unique().tolist()
         for relaxed in RELAXATIONS:
-            mask = base.clone()
-            for name in RELAX_ORDER:
-                if name not in relaxed:
-                    mask &= rules[name]
-            if mask.any():
+            kept_bits = LENGTH_BIT | sum(RULE_BIT[name] for name in RELAX_ORDER
+                                         if name not in relaxed)
+            if any((bits & kept_bits) == 0 for bits in found):
                 break
         for name in relaxed:
-            if name not in self.relaxed[row]:
-                self.relaxed[row].add(name)
-                state.notes.append(f"line {self.line + 1}: the {name} rule was relaxed at "
-                                   f"character {position + 1} (no token kept every rule)")
-        return mask
+            if name not in self.relaxed[line.row]:
+                self.relaxed[line.row].add(name)
+                self.states[line.row].notes.append(
+                    f"line {self.line + 1}: the {name} rule was relaxed at character "
+                    f"{line.position + 1} (no token kept every rule)")
+        return (broken & kept_bits) != 0
 
-    def rule(self, name: str, position: int, remaining: int, templates: int,
-             line_chars: list[int], state: PoemState) -> torch.Tensor:
-        plan, table, rules = self.plan, self.plan.table, self.plan.rules
-        everything = torch.ones(len(table.chars), dtype=torch.bool)
-        if name == "repeat":
-            if not rules.no_repeat:
-                return everything
-            used = torch.zeros(len(table.alphabet) + 1, dtype=torch.bool)
-            used[list(state.used) + line_chars] = True
-            if plan.acrostic and position == 0:  # the acrostic wins over the repeat rule
-                used[plan.acrostic[self.line]] = False
-            ok = ~used[table.char_ids].any(dim=1) & ~table.repeats
-            if not rules.reduplication:
-                return ok & ~table.doubles
-            if line_chars and (len(line_chars) < 2 or line_chars[-2] != line_chars[-1]):
-                ok |= table.single & (table.first == line_chars[-1])  # 萋萋, never 萋萋萋
-            return ok
-        if name == "tones":
-            if plan.system is None or rules.tones == "none":
-                return everything
-            fits = plan.fits(self.line, position)
-            alive = [t for t in range(len(plan.templates)) if templates >> t & 1]
-            return fits[alive].any(dim=0)
-        if name == "rhyme":
-            if rules.rhyme == "none":
-                return everything
-            ends = table.chars == remaining
-            last_groups = plan.system.token_last_groups
-            rhymes_here = plan.rhymes(self.line, templates)
-            ok = everything
-            if state.group is not None and rules.no_repeat:
-                ok = ~self._spends_rhymes(state, line_chars) | (ends & rhymes_here)
-            if rhymes_here:
-                # a rhyme must leave a group that can still carry the rhymes to come
-                viable = plan.viable_groups(list(state.used) + line_chars, self.line)
-                group = viable if state.group is None else \
-                    (state.group & viable if (state.group & viable).any() else state.group)
-                return ok & (~ends | (last_groups @ group.float() > 0))
-            if self.line == 0 and rules.tones != "none":
-                # A first line ending on 平 rhymes (首句入韵): its group must be able to carry
-                # the whole poem's rhymes.
-                can_ze = (plan.system.char_tones[table.last] & ZE) != 0
-                viable = plan.viable_groups(list(state.used) + line_chars, self.line)
-                if state.group is not None:  # a rhyme group given by the user
-                    viable = state.group
-                return ~ends | can_ze | (last_groups @ viable.float() > 0)
-            return ok
-        if name == "acrostic":
-            if not plan.acrostic:
-                return everything
-            # the characters that open later lines are kept for them
-            later = torch.zeros(len(table.alphabet) + 1, dtype=torch.bool)
-            later[plan.acrostic[self.line + 1:]] = True
-            ok = ~later[table.char_ids].any(dim=1)
-            return ok & (table.first == plan.acrostic[self.line]) if position == 0 else ok
-        raise ValueError(name)
+    def _poem(self, row: int) -> _Poem:
+        """The row's `_Poem`, made on first use."""
+        if row not in self._poems:
+            plan, state = self.plan, self.states[row]
+            group = None if state.group is None else \
+                tuple(state.group.nonzero().flatten().tolist())
+            blocked = blocked_at_open = None
+            if plan.rules.no_repeat:
+                table = plan.table
+                always = table.repeats if plan.rules.reduplication else \
+                    table.repeats | table.doubles
+                blocked = blocked_at_open = table.holding(state.used) | always
+                head = plan.acrostic[self.line] if plan.acrostic else None
+                if head in state.used:  # the acrostic wins over the repeat rule
+                    blocked_at_open = table.holding(state.used - {head}) | always
+            self._poems[row] = _Poem(frozenset(state.used), group, blocked, blocked_at_open)
+        return self._poems[row]
 
-    def _spends_rhymes(self, state: PoemState, line_chars: list[int]) -> torch.Tensor:
-        """Tokens that would use up a scarce rhyme: when the best of the chosen rhyme groups has
-        barely enough unused characters left for the rhyming lines to come, keep them."""
-        plan, table, system = self.plan, self.plan.table, self.plan.system
-        usable = system.own_token.clone()
-        if plan.rules.tones != "none":
-            usable &= (system.char_tones & PING) != 0
-        usable[list(state.used) + line_chars + plan.acrostic] = False
-        counts = (system.char_groups & usable.unsqueeze(1)).sum(0) * state.group
-        best = int(counts.argmax())
+    def _line_so_far(self, row: int, tokens: tuple[int, ...]) -> _LineSoFar:
+        """The row's line for `tokens`: its last step's, extended by the new token when
+        `tokens` continues it, else replayed from the start."""
+        line = self._lines.get(row)
+        if line is None or line.tokens != tokens[:len(line.tokens)]:
+            line = self._lines[row] = _LineSoFar(row, (), self.states[row].templates)
+        for token in tokens[len(line.tokens):]:
+            self._extend(line, token)
+        line.tokens = tokens
+        return line
+
+    def _extend(self, line: _LineSoFar, token: int) -> None:
+        """Add one token to a line: its characters, the templates it keeps, its repeat mask."""
+        plan, table = self.plan, self.plan.table
+        if token >= len(table.lengths) or table.lengths[token] <= 0:
+            return
+        if plan.system is not None and plan.rules.tones != "none":
+            fits = plan.fits(self.line, line.position)[:, token].tolist()
+            line.templates = sum(1 << t for t in range(len(plan.templates))
+                                 if line.templates >> t & 1 and fits[t]) or line.templates
+        new = table.char_ids[token, : table.lengths[token]].tolist()
+        line.position += len(new)
+        line.chars += new
+        if plan.rules.no_repeat:
+            if line.blocked is None:
+                line.blocked = self._poem(line.row).blocked.clone()
+            line.blocked |= table.holding(new)
+
+    def _rules_but_repeat(self, line: _LineSoFar) -> torch.Tensor:
+        """(table size,) uint8: the bits of every rule but the repeat rule that each token would
+        break, cached by what they depend on."""
+        plan, rules = self.plan, self.plan.rules
+        opening = not line.tokens and self.opens_text
+        rhyme = self._rhyme_key(self._poem(line.row), line) if rules.rhyme != "none" else None
+        key = ("rules", line.position, opening, line.templates, rhyme)
+
+        def build():
+            broken = _broken(plan.length_ok(plan.form.chars - line.position, opening), LENGTH_BIT)
+            if plan.system is not None and rules.tones != "none":
+                broken |= _broken(plan.tones_ok(self.line, line.position, line.templates),
+                                  RULE_BIT["tones"])
+            if rhyme is not None:
+                broken |= _broken(self._rhyme_ok(rhyme), RULE_BIT["rhyme"])
+            if plan.acrostic:
+                broken |= _broken(plan.acrostic_ok(self.line, line.position == 0),
+                                  RULE_BIT["acrostic"])
+            return broken
+        return _cached(self._masks, key, build)
+
+    def _rhyme_key(self, poem: _Poem, line: _LineSoFar) -> tuple:
+        """All that the rhyme rule's mask depends on, worked out in Python: the line's end
+        (`remaining`), the rhyme groups a last character may take, and the scarce rhyme
+        characters to keep (see `_scarce_rhymes`)."""
+        plan = self.plan
+        remaining = plan.form.chars - line.position
+        used = poem.used | set(line.chars)
+        counts = plan.group_counts(used)
+        scarce = self._scarce_rhymes(poem, counts, used) \
+            if poem.group is not None and plan.rules.no_repeat else None
+        if plan.rhymes(self.line, line.templates):
+            # a rhyme must leave a group that can still carry the rhymes to come
+            viable = plan.viable_group_ids(counts, self.line)
+            if poem.group is None:
+                return "rhyming", remaining, scarce, viable
+            both = tuple(g for g in poem.group if g in viable)
+            return "rhyming", remaining, scarce, both or poem.group
+        if self.line == 0 and plan.rules.tones != "none":
+            # A first line ending on 平 rhymes (首句入韵): its group must be able to carry the
+            # whole poem's rhymes; a group given by the user is taken as it is.
+            viable = plan.viable_group_ids(counts, self.line) if poem.group is None else poem.group
+            return "first", remaining, None, viable
+        return "free", remaining, scarce, None
+
+    def _scarce_rhymes(self, poem: _Poem, counts: list[int], used: set[int]
+                       ) -> tuple[int, ...] | None:
+        """The unused characters of the best of the chosen rhyme groups when it has barely
+        enough left for the rhyming lines to come (tokens with them are kept for the rhymes),
+        else None."""
+        plan = self.plan
+        chosen = set(poem.group)
+        left = [n if g in chosen else 0 for g, n in enumerate(counts)]
+        best = left.index(max(left))
         to_come = sum(1 for line in range(self.line, plan.form.lines) if line % 2 == 1)
-        if int(counts[best]) > to_come + 2:
-            return torch.zeros(len(table.chars), dtype=torch.bool)
-        members = system.char_groups[:, best] & usable
-        return members[table.char_ids].any(dim=1)
+        if left[best] > to_come + 2:
+            return None
+        return tuple(c for c in plan.rhyme_pool.members[best] if c not in used)
+
+    def _rhyme_ok(self, key: tuple) -> torch.Tensor:
+        """(table size,): the rhyme rule's mask for a key of `_rhyme_key`."""
+        def build():
+            table, system = self.plan.table, self.plan.system
+            kind, remaining, scarce, groups = key
+            ends = table.chars == remaining
+            if groups is not None:  # the last character is in one of `groups`
+                ends_in_group = system.char_groups[:, list(groups)].any(dim=1)[table.last]
+            if kind == "first":
+                can_ze = (system.char_tones[table.last] & ZE) != 0
+                return ~ends | can_ze | ends_in_group
+            ok = torch.ones(len(table.chars), dtype=torch.bool)
+            if scarce is not None:  # kept for the rhymes, unless this token is the rhyme
+                ok = ~table.holding(scarce)
+                if kind == "rhyming":
+                    ok |= ends
+            return ok & (~ends | ends_in_group) if kind == "rhyming" else ok
+        return _cached(self._masks, ("rhyme", key), build)
