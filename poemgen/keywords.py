@@ -182,32 +182,39 @@ class KeywordScorer:
         for sims, row in zip(similarity, probs):
             usable = allowed & (~emotional | selection.emotions | (row >= EMOTION_THRESHOLD))
             pool = row.masked_fill(~usable, -1).topk(min(len(row), topk * 10)).indices
-            pool = [int(i) for i in pool if usable[i]]
-            chosen = sorted(self._select(pool, sims, topk, selection), key=lambda i: -float(row[i]))
-            results.append([Keyword(self.vocabulary.words[i], float(row[i])) for i in chosen])
+            pool = pool[usable[pool]]
+            # one copy of the pool's numbers to the CPU; the greedy choice is plain Python
+            # (on a GPU, reading the scalars one by one would wait for the device each time)
+            pairwise = (self.text_embeddings[pool] @ self.text_embeddings[pool].T).tolist()
+            chosen = self._select(pool.tolist(), sims[pool].tolist(), pairwise, topk, selection)
+            chosen_probs = row[chosen].tolist()
+            results.append(sorted((Keyword(self.vocabulary.words[i], p)
+                                   for i, p in zip(chosen, chosen_probs)),
+                                  key=lambda k: -k.score))
         return results
 
-    def _select(self, pool: list[int], sims: torch.Tensor, topk: int,
-                selection: Selection) -> list[int]:
-        chosen: list[int] = []
+    def _select(self, pool: list[int], sims: list[float], pairwise: list[list[float]],
+                topk: int, selection: Selection) -> list[int]:
+        """Maximal marginal relevance over `pool` (word ids, best first), given each word's
+        similarity to the image and the words' similarities to each other."""
+        chosen: list[int] = []  # positions in pool
         per_category: dict[str, int] = {}
-        while pool and len(chosen) < topk:
+        while len(chosen) < topk:
             best, best_value = None, float("-inf")
-            for i in pool:
-                if per_category.get(self.vocabulary.categories[i], 0) >= selection.per_category:
+            for i, word in enumerate(pool):
+                if i in chosen or per_category.get(self.vocabulary.categories[word], 0) \
+                        >= selection.per_category:
                     continue
-                redundancy = max((float(self.text_embeddings[i] @ self.text_embeddings[j])
-                                  for j in chosen), default=0.0)
-                value = (1 - selection.diversity) * float(sims[i]) - selection.diversity * redundancy
+                redundancy = max((pairwise[i][j] for j in chosen), default=0.0)
+                value = (1 - selection.diversity) * sims[i] - selection.diversity * redundancy
                 if value > best_value:
                     best, best_value = i, value
             if best is None:
                 break
             chosen.append(best)
-            pool.remove(best)
-            category = self.vocabulary.categories[best]
+            category = self.vocabulary.categories[pool[best]]
             per_category[category] = per_category.get(category, 0) + 1
-        return chosen
+        return [pool[i] for i in chosen]
 
     def allowed(self, categories: tuple[str, ...]) -> torch.Tensor:
         """Which words the chosen categories allow (all when none are named)."""

@@ -26,6 +26,9 @@ from poemgen.errors import PoemgenError
 from poemgen.models import KNOWN_MODELS, ModelLoadError, check_local, load_error
 from poemgen.options import PoemOptions
 
+PLANS_KEPT = 32  # distinct (form, rules) whose masks a poet keeps
+
+
 class Poet:
     """A T5 checkpoint plus the prompt format it was trained on."""
 
@@ -37,7 +40,8 @@ class Poet:
         self.device = device
         self.name = name
         self.crrd = crrd  # where the 平水韵 tables are, when asked for
-        self.systems: dict[str, SystemTable] = {}
+        self.systems: dict[str, SystemTable] = {}  # the vocabulary's tones and rhymes
+        self.plans: dict[tuple, VersePlan] = {}
         self.table = TokenTable(tokenizer, model.config.vocab_size)
         if not bool((self.table.chars == 1).any()):
             raise ModelLoadError(f"poet '{name}': its tokenizer has no single Chinese character "
@@ -89,7 +93,20 @@ class Poet:
         return [verses[i:i + n] for i in range(0, len(verses), n)]
 
     def plan(self, options: PoemOptions) -> VersePlan:
-        """The rules of `options` against this poet's vocabulary (tables cached per system)."""
+        """The rules of `options` against this poet's vocabulary. Plans are kept (the most
+        recent `PLANS_KEPT`) because each caches the masks its rules need, which later poems
+        with the same form and rules reuse."""
+        key = (options.form, options.rules)
+        if key in self.plans:
+            self.plans[key] = self.plans.pop(key)  # now the most recently used
+            return self.plans[key]
+        plan = self._new_plan(options)
+        self.plans[key] = plan
+        if len(self.plans) > PLANS_KEPT:
+            del self.plans[next(iter(self.plans))]
+        return plan
+
+    def _new_plan(self, options: PoemOptions) -> VersePlan:
         rules = options.rules
         name = rules.rhyme if rules.rhyme != "none" else "xinyun"
         system = None

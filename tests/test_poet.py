@@ -174,3 +174,19 @@ def test_a_separate_lm_head_is_loaded_as_saved(tiny, tmp_path):
     assert torch.equal(model.lm_head.weight, weights["lm_head.weight"])
     assert not torch.equal(model.lm_head.weight, model.shared.weight)
     assert not model.config.scale_decoder_outputs
+
+
+def test_plans_are_reused_and_give_the_same_poems(tiny):
+    poet = Poet.load(tiny.poet, "cpu")
+    options = PoemOptions(lines=4, chars=7, tones="strict", seed=5)
+    first = write(poet, KEYWORDS, options)
+    plan = poet.plan(options)
+    assert poet.plan(PoemOptions(lines=4, chars=7, tones="strict", seed=9)) is plan  # seed aside
+    assert poet.plan(PoemOptions(lines=4, chars=5, tones="strict")) is not plan
+    assert write(poet, KEYWORDS, options) == first  # the plan's cached masks change nothing
+    many = [PoemOptions(lines=lines, chars=chars, tones=tones, rhyme=rhyme, no_repeat=no_repeat)
+            for lines in (4, 8) for chars in (5, 7) for tones in ("strict", "loose", "none")
+            for rhyme in ("xinyun", "none") for no_repeat in (True, False)]  # 48 distinct
+    for options in many + many[::-1]:
+        poet.plan(options)
+    assert len(poet.plans) == 32 and poet.plan(many[0]) is poet.plan(many[0])

@@ -3,6 +3,7 @@
 import asyncio
 import io
 import json
+import os
 import re
 
 import httpx
@@ -18,7 +19,8 @@ HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 
 @pytest.fixture(scope="module")
 def pipeline(tiny):
-    return load(tiny.clip, tiny.poet, "cpu")
+    """On the CPU; POEMGEN_TEST_DEVICE=cuda runs the server's models on a GPU."""
+    return load(tiny.clip, tiny.poet, os.environ.get("POEMGEN_TEST_DEVICE", "cpu"))
 
 
 def client_for(pipeline, **limits):
