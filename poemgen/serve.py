@@ -187,6 +187,8 @@ class Batcher:
                 if len(self.pending) < self.limits.max_batch:
                     await asyncio.sleep(self.limits.batch_wait_s)  # let a batch gather
                 jobs = self._take_batch()
+                if not jobs:
+                    break
                 self.stats.batches += 1
                 self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
                 try:
@@ -201,6 +203,9 @@ class Batcher:
                         job.future.set_result(poem)
 
     def _take_batch(self) -> list[Job]:
+        self.pending = [job for job in self.pending if not job.future.done()]  # clients gone
+        if not self.pending:
+            return []
         key = self.pending[0].batch_key
         jobs = [job for job in self.pending if job.batch_key == key][: self.limits.max_batch]
         taken = set(map(id, jobs))

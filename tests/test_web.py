@@ -6,6 +6,7 @@ except where POEMGEN_REQUIRE_BROWSER=1 (CI) makes that a failure. Set POEMGEN_SC
 folder to keep the screenshots (the README's comes from here).
 """
 
+import base64
 import io
 import os
 import re
@@ -181,6 +182,25 @@ def test_the_page_shows_the_servers_error(server, browser):
     page.click("#write")
     page.wait_for_selector("#error", state="visible", timeout=30_000)
     assert "not an image" in page.inner_text("#error")
+    page.close()
+
+
+def test_a_photo_dropped_on_the_page_is_used(server, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(server + "/")
+    data = base64.b64encode(landscape(tmp_path / "drop.png").read_bytes()).decode()
+    transfer = page.evaluate_handle("""data => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "drop.png", {type: "image/png"}));
+        return transfer;
+    }""", data)
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_function("document.querySelector('#preview').naturalWidth === 640")
+    page.click("#write")
+    page.wait_for_selector("#poem .line", timeout=60_000)
+    assert page.locator("#poem .line").count() == 4
+    assert float(page.locator("#keywords-out .num").first.inner_text()) > 0  # CLIP's scores
     page.close()
 
 
