@@ -145,7 +145,9 @@ def screenshots(tmp_path) -> Path:
 @pytest.mark.parametrize("viewport", [{"width": 1100, "height": 760},
                                       {"width": 390, "height": 844}], ids=["desktop", "phone"])
 def test_the_page_writes_a_poem_about_a_dropped_photo(server, browser, tmp_path, viewport):
-    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    context = browser.new_context(viewport=viewport, accept_downloads=True,
+                                  permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(server + "/")
@@ -163,6 +165,11 @@ def test_the_page_writes_a_poem_about_a_dropped_photo(server, browser, tmp_path,
     name = "page" if viewport["width"] > 600 else "page-phone"
     page.screenshot(path=str(screenshots(tmp_path) / f"{name}.png"), full_page=True)
 
+    page.click("#copy")
+    page.wait_for_function("document.querySelector('#status').textContent === '已复制'")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert re.sub(r"[，。\s]", "", copied) == "".join(line[:7] for line in lines)
+
     page.click("#layout")  # vertical → horizontal, and the card follows the layout
     assert "vertical" not in page.locator("#poem").get_attribute("class")
     with page.expect_download() as download:
@@ -171,7 +178,7 @@ def test_the_page_writes_a_poem_about_a_dropped_photo(server, browser, tmp_path,
     assert card.format == "PNG" and card.width == 1080 and card.height > 1000
     card.save(screenshots(tmp_path) / f"{name}-card.png")
     assert errors == []
-    page.close()
+    context.close()
 
 
 def test_the_page_shows_the_servers_error(server, browser):
