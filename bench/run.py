@@ -57,6 +57,7 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+DATA = ROOT / ".bench-data" / "ccpc"  # the default --data: a folder written by data/prepare.py
 sys.path.insert(0, str(BENCH))
 
 # The 8 keyword lists poems are written from (cycled for bigger batches).
@@ -925,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats (a 2-3 minute smoke run)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", type=Path, help="write the report here (e.g. BENCHMARKS.md)")
-    p.add_argument("--data", type=Path, default=ROOT / ".bench-data" / "ccpc",
+    p.add_argument("--data", type=Path, default=DATA,
                    help="a folder written by data/prepare.py (the poet's tokenizer is trained "
                         "on its poems; default .bench-data/ccpc)")
     p.add_argument("--skip-training", action="store_true", help="leave out section 6")

@@ -174,6 +174,7 @@ class Batcher:
         if self._task is None:  # started on the serving event loop, on first use
             self._wakeup = asyncio.Event()
             self._task = asyncio.create_task(self._run())
+        self.stats.requests += 1  # queued: a request refused above is not counted
         self.pending.append(job)
         self._wakeup.set()
         return await job.future
@@ -325,7 +326,6 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
             image = await asyncio.to_thread(_load_upload, await upload.read(), name, limits)
         if image is None and not words:
             raise ApiError(422, "send a photo in the multipart field 'image', or 'keywords'")
-        batcher.stats.requests += 1
         try:
             poem = await batcher.submit(Job(options, image, words,
                                             asyncio.get_running_loop().create_future()))

@@ -132,6 +132,7 @@ def test_a_full_queue_is_503(pipeline):
         response = client.post("/v1/poems", json={"keywords": "明月"})
         assert response.status_code == 503 and "busy" in response.json()["error"]
         assert "retry-after" in response.headers
+        assert client.get("/healthz").json()["requests"] == 0  # refused, not counted
 
 
 def test_concurrent_requests_are_batched_and_never_mixed_up(pipeline):
