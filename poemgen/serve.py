@@ -7,7 +7,8 @@ one the CLI writes with that seed). Only that thread touches the models, so conc
 cannot corrupt each other, and a slow upload holds only its own connection.
 
 Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload or image too large,
-415 not an image, 422 bad options, 429 too many requests from one client, 503 queue full.
+415 not an image, 422 bad options, 429 too many requests from one client, 503 queue full; a
+failure in the models is a JSON 500 and the server goes on.
 """
 
 from __future__ import annotations
@@ -275,6 +276,12 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
     async def http_error(request: Request, error: HTTPException):
         return JSONResponse({"error": str(error.detail)}, error.status_code,
                             headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception):
+        # still JSON for the client; the traceback goes to the server's log as usual
+        return JSONResponse({"error": f"the server failed ({type(error).__name__}: "
+                                      f"{' '.join(str(error).split())[:200]}); see its log"}, 500)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):

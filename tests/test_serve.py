@@ -135,6 +135,20 @@ def test_a_full_queue_is_503(pipeline):
         assert client.get("/healthz").json()["requests"] == 0  # refused, not counted
 
 
+def test_a_failure_in_the_models_is_a_json_500_and_the_server_goes_on(pipeline, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+
+    app = create_app(pipeline, Limits(requests_per_minute=0))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        monkeypatch.setattr(pipeline, "write_batch", out_of_memory)
+        failed = client.post("/v1/poems", json={"keywords": "明月"})
+        assert failed.status_code == 500
+        assert failed.json()["error"].startswith("the server failed (RuntimeError: CUDA out of")
+        monkeypatch.undo()
+        assert client.post("/v1/poems", json={"keywords": "明月"}).status_code == 200
+
+
 def test_concurrent_requests_are_batched_and_never_mixed_up(pipeline):
     """Twenty requests at once with different forms, acrostics and keywords: each answer keeps
     its own request's form, acrostic and keywords, and the worker wrote them in batches."""
