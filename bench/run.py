@@ -921,26 +921,35 @@ def git_revision() -> str:
 START = time.perf_counter()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (a 2-3 minute smoke run)")
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--device and --data, shared by the benchmarks that build the real-size models."""
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--out", type=Path, help="write the report here (e.g. BENCHMARKS.md)")
     p.add_argument("--data", type=Path, default=DATA,
                    help="a folder written by data/prepare.py (the poet's tokenizer is trained "
                         "on its poems; default .bench-data/ccpc)")
-    p.add_argument("--skip-training", action="store_true", help="leave out section 6")
-    args = p.parse_args(argv)
-    command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
+
+
+def runner_for(p: argparse.ArgumentParser, args: argparse.Namespace) -> "Runner":
+    """The Runner for --device (bf16 on cuda), once --data and the device are checked."""
     if not (args.data / "train.jsonl").is_file():
         p.error(f"--data {args.data}: no train.jsonl; run data/prepare.py first")
-
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")
+    return Runner(args.device, "bf16" if args.device == "cuda" else "fp32")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a 2-3 minute smoke run)")
+    add_model_arguments(p)
+    p.add_argument("--out", type=Path, help="write the report here (e.g. BENCHMARKS.md)")
+    p.add_argument("--skip-training", action="store_true", help="leave out section 6")
+    args = p.parse_args(argv)
+    command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
+    runner = runner_for(p, args)
     plan = QUICK if args.quick else FULL
-    runner = Runner(args.device, "bf16" if args.device == "cuda" else "fp32")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     about_machine = machine(runner)
     sections: list[Section] = []

@@ -34,8 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import (DATA, KEYWORD_LISTS, CpuWatch, Runner, build_clip, build_poet, log, machine,
-                 make_photo, md_table)
+from run import (KEYWORD_LISTS, CpuWatch, add_model_arguments, build_clip, build_poet, log,
+                 machine, make_photo, md_table, runner_for)
 
 
 # (concurrent clients, requests each) per row. One client cannot gain from batching but shows a
@@ -87,24 +87,17 @@ async def serve_row(pipeline, limits, clients: int, per_client: int, request) ->
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 and 8 clients, fewer requests")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--data", type=Path, default=DATA,
-                   help="a folder written by data/prepare.py (the poet's tokenizer is trained "
-                        "on its poems; default .bench-data/ccpc)")
+    add_model_arguments(p)
     p.add_argument("--no-keywords", action="store_true", help="photo rows only")
     args = p.parse_args()
-    if not (args.data / "train.jsonl").is_file():
-        p.error(f"--data {args.data}: no train.jsonl; run data/prepare.py first")
+    runner = runner_for(p, args)
 
     import torch
 
     from poemgen.pipeline import load
     from poemgen.serve import Limits
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device here")
     plan = QUICK if args.quick else FULL
-    runner = Runner(args.device, "bf16" if args.device == "cuda" else "fp32")
     print("\n".join([f"- command: `{shlex.join(['python', 'bench/serve.py', *sys.argv[1:]])}`",
                      *[f"- {line}" for line in machine(runner)]]), flush=True)
     default = Limits(requests_per_minute=0)
