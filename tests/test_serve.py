@@ -108,6 +108,24 @@ def test_a_declared_oversize_body_is_refused_before_it_is_read(client):
     assert response.status_code == 413 and "larger than" in response.json()["error"]
 
 
+def test_an_upload_slower_than_the_read_timeout_is_408(pipeline):
+    app = create_app(pipeline, Limits(requests_per_minute=0, read_timeout_s=0.3))
+
+    async def trickle():
+        yield b"--b\r\n"
+        await asyncio.sleep(5)
+        yield b"--b--\r\n"
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/v1/poems", content=trickle(),
+                                     headers={"content-type": "multipart/form-data; boundary=b"})
+
+    response = asyncio.run(main())
+    assert response.status_code == 408 and "longer than 0.3 s" in response.json()["error"]
+
+
 def test_a_client_over_its_rate_gets_429_with_retry_after(pipeline):
     with client_for(pipeline, requests_per_minute=6, burst=2) as client:
         codes = [client.post("/v1/poems", json={"keywords": "明月"}).status_code for _ in range(3)]
