@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import glob
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -89,7 +88,7 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
                 continue
             digest = hashlib.sha256(data).hexdigest()
             try:
-                images.append(load_image(_named(data, path)))
+                images.append(load_image(data, name=path))
                 readable.append(Outcome(path, digest))
             except ImageLoadError as e:
                 failed.append(Outcome(path, digest, error=str(e)))
@@ -112,13 +111,6 @@ def poems_for(pipeline: Pipeline, images: list, options: PoemOptions,
     return pipeline.write_from_keywords(found, options, embeddings)
 
 
-def _named(data: bytes, name: str) -> io.BytesIO:
-    """Bytes that load_image names by their path in its messages."""
-    stream = io.BytesIO(data)
-    stream.name = name
-    return stream
-
-
 class JsonlOutput:
     """An append-only JSON-lines file shared by every process of a run."""
 
@@ -135,14 +127,12 @@ class JsonlOutput:
         returns how many. The file is replaced atomically, so nothing else can be lost."""
         if not self.path.exists():
             return 0
-        kept, dropped = [], 0
-        with open(self.path, "rb") as file:
-            for line in file:
-                if _record(line) is None:
-                    dropped += line.strip() != b""
-                else:
-                    kept.append(line if line.endswith(b"\n") else line + b"\n")
-        if dropped or (kept and not self.path.read_bytes().endswith(b"\n")):
+        original = self.path.read_bytes()
+        lines = original.splitlines(keepends=True)
+        whole = [_record(line) is not None for line in lines]
+        kept = [line.rstrip(b"\n") + b"\n" for line, ok in zip(lines, whole) if ok]
+        dropped = sum(1 for line, ok in zip(lines, whole) if line.strip() and not ok)
+        if b"".join(kept) != original:
             partial = self.path.with_name(self.path.name + ".partial")
             partial.write_bytes(b"".join(kept))
             os.replace(partial, self.path)

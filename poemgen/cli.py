@@ -127,17 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def options_from(args: argparse.Namespace):
-    from poemgen.options import PoemOptions, form_size, split_words
+    from poemgen.options import FLAGS, from_flags
 
-    lines, chars = form_size(args.form, args.lines, args.chars)
-    return PoemOptions(topk=args.topk, lines=lines, chars=chars, seed=args.seed,
-                       temperature=args.temperature, top_p=args.top_p, hint=args.hint,
-                       imitate=args.imitate, rhyme=args.rhyme, tones=args.tones,
-                       rhyme_group=args.rhyme_group, acrostic=args.acrostic,
-                       no_repeat=not args.allow_repeats, reduplication=args.reduplication,
-                       candidates=args.candidates, per_category=args.per_category,
-                       diversity=args.diversity, emotions=args.emotions,
-                       categories=tuple(split_words(args.categories, "--categories")))
+    return from_flags(**{name: getattr(args, name) for name in FLAGS})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,15 +50,17 @@ def describe_source(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
-def load_image(source: ImageSource, *, max_pixels: int = 89_478_485) -> Image.Image:
+def load_image(source: ImageSource, *, max_pixels: int = 89_478_485,
+               name: str | None = None) -> Image.Image:
     """Load `source` as a new, fully decoded 8-bit RGB image.
 
     Animated images give their first frame; a PIL image passed in is converted from its current
     frame and never modified. Images with more than `max_pixels` pixels are refused before their
     pixel data is decoded. Pillow's own decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) is
-    also enforced, so the effective limit is the smaller of the two.
+    also enforced, so the effective limit is the smaller of the two. Messages name the input
+    by `name` when given (bytes read from a file or an upload), else as `describe_source` does.
     """
-    name = describe_source(source)
+    name = name or describe_source(source)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -53,6 +53,23 @@ def split_words(text: str, what: str = "keywords") -> list[str]:
     return words
 
 
+# The options as the CLI's flags and the HTTP API's fields name them (see `from_flags`)
+FLAGS = ("form", "lines", "chars", "allow_repeats", "categories", "topk", "seed", "temperature",
+         "top_p", "hint", "imitate", "rhyme", "tones", "rhyme_group", "acrostic", "reduplication",
+         "candidates", "per_category", "diversity", "emotions")
+
+
+def from_flags(form: str | None, lines: int | None, chars: int | None, allow_repeats: bool,
+               categories: str | list[str] | tuple[str, ...], **fields) -> "PoemOptions":
+    """`PoemOptions` from the options as a person gives them (`FLAGS`): a form name or sizes,
+    `allow_repeats`, and categories typed as a list (山水,草木) or given as one."""
+    lines, chars = form_size(form, lines, chars)
+    if isinstance(categories, str):
+        categories = split_words(categories, "categories")
+    return PoemOptions(lines=lines, chars=chars, no_repeat=not allow_repeats,
+                       categories=tuple(categories), **fields)
+
+
 def form_size(form: str | None, lines: int | None, chars: int | None) -> tuple[int, int]:
     """(lines, chars) from a form name (wujue …) or explicit sizes, which must then agree."""
     if not form:

@@ -14,7 +14,6 @@ failure in the models is a JSON 500 and the server goes on.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import math
 import time
@@ -33,7 +32,7 @@ from starlette.exceptions import HTTPException
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 from poemgen.images import ImageLoadError, ImageTooLargeError, load_image
-from poemgen.options import RHYMES, TONES, PoemOptions, form_size, split_words
+from poemgen.options import RHYMES, TONES, PoemOptions, from_flags, split_words
 from poemgen.pipeline import Pipeline, Poem
 
 FIELDS_ALLOWANCE = 64 * 1024  # room for the form fields beside the image in one upload
@@ -95,17 +94,7 @@ class PoemRequest(BaseModel):
         return [word for text in texts for word in split_words(text)]
 
     def options(self) -> PoemOptions:
-        lines, chars = form_size(self.form, self.lines, self.chars)
-        categories = self.categories if isinstance(self.categories, list) else \
-            split_words(self.categories, "categories")
-        return PoemOptions(
-            topk=self.topk, lines=lines, chars=chars, temperature=self.temperature,
-            top_p=self.top_p, seed=self.seed, hint=self.hint, imitate=self.imitate,
-            rhyme=self.rhyme, tones=self.tones, rhyme_group=self.rhyme_group,
-            acrostic=self.acrostic, no_repeat=not self.allow_repeats,
-            reduplication=self.reduplication, candidates=self.candidates,
-            categories=tuple(categories), per_category=self.per_category,
-            diversity=self.diversity, emotions=self.emotions)
+        return from_flags(**self.model_dump(exclude={"keywords"}))
 
 
 class KeywordOut(BaseModel):
@@ -404,10 +393,8 @@ def _load_upload(data: bytes, name: str, limits: Limits):
     if len(data) > limits.max_upload_bytes:
         raise ApiError(413, f"{name}: is larger than {limits.max_upload_bytes // 2**20} MB; "
                             "send a smaller photo")
-    stream = io.BytesIO(data)
-    stream.name = name
     try:
-        return load_image(stream, max_pixels=limits.max_pixels)
+        return load_image(data, max_pixels=limits.max_pixels, name=name)
     except ImageTooLargeError as error:
         raise ApiError(413, str(error)) from None
     except ImageLoadError as error:
