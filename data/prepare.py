@@ -1,16 +1,19 @@
-"""Prepare THU-CCPC (the Chinese Classical Poetry Corpus) for fine-tuning poemgen's T5 poet.
+"""Prepare a poetry corpus for training poemgen's T5 poets: THU-CCPC or chinese-poetry.
 
-Reads the three CCPC splits (downloading them if no folder is given), keeps the well-formed
-quatrains, removes duplicates within a split and across splits (test > valid > train), and
-writes train/valid/test.jsonl plus a manifest.json into the output folder. Also provides the
-平水韵 rhyme tables of THU-CRRD that poemgen.prosody reads: downloaded along with CCPC, or on
-request with --crrd / --crrd-source. Standard library only. Run from the project's root:
+One output schema for every corpus, so train/t5.py and `poemgen eval` read any of them:
+train/valid/test.jsonl, one poem a line, `{"lines": [...], "keywords": [...], "title", "author",
+"dynasty"}`, plus manifest.json (sources with their sha256, options, counts, skips by reason).
+Each corpus has its own module beside this one: ccpc.py (quatrains with keywords; academic use)
+and chinese_poetry.py (全唐诗, Tang and Song poems, MIT licence; converted to simplified
+characters, keywords from poemgen's vocabulary). Also provides the 平水韵 rhyme tables of
+THU-CRRD that poemgen.prosody reads. Run from the project's root:
 
     python data/prepare.py                                   # download CCPC and CRRD
     python data/prepare.py --source ../shared/data/ccpc --train-split valid  # a small stand-in
+    python data/prepare.py --corpus chinese-poetry --source ../shared/data/chinese-poetry \\
+        --exclude ../shared/data/ccpc/ccpc_*_v1.0.json         # CCPC stays an unseen test
     python data/prepare.py --only-crrd --crrd-source ../shared/data/crrd     # CRRD alone
 
-Output lines: {"lines": [4 strings], "keywords": [...], "title", "author", "dynasty"}.
 A second run with the same sources and options does nothing; --force rewrites.
 """
 
@@ -20,7 +23,6 @@ import argparse
 import hashlib
 import json
 import random
-import re
 import shutil
 import sys
 import urllib.error
@@ -28,30 +30,24 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from poemgen.errors import PoemgenError
-from poemgen.models import poemgen_home
-from poemgen.prosody import CRRD_FILES  # pure Python, cheap: no torch, no pypinyin
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the corpus modules beside this file
+
+import ccpc  # noqa: E402
+import chinese_poetry  # noqa: E402
+
+from poemgen.errors import PoemgenError  # noqa: E402
+from poemgen.models import poemgen_home  # noqa: E402
+from poemgen.prosody import CRRD_FILES  # noqa: E402  pure Python, cheap: no torch, no pypinyin
 
 # -----------------------------------------------------------------------------
 # configuration
 
 FORMAT_VERSION = 1  # bump when the output format changes: a new version always rewrites
-URL = "https://raw.githubusercontent.com/THUNLP-AIPoet/Datasets/master/CCPC/ccpc_{split}_v1.0.json"
-PAGE = "https://github.com/THUNLP-AIPoet/Datasets/tree/master/CCPC"
+CORPORA = {"ccpc": ccpc, "chinese-poetry": chinese_poetry}
 SPLITS = ("train", "valid", "test")
-PRIORITY = ("test", "valid", "train")  # a poem in several splits stays only in the first of these
 CRRD_URL = "https://raw.githubusercontent.com/THUNLP-AIPoet/Datasets/master/CRRD/{name}"
 CRRD_PAGE = "https://github.com/THUNLP-AIPoet/Datasets/tree/master/CRRD"
-LINES, CHARS = 4, (5, 7)  # quatrains (绝句) of five or seven characters a line
-# CJK unified ideographs only: the main block, extension A, extensions B-F (up to the
-# compatibility supplement at U+2F800) and G-H. Not □, punctuation, letters or compatibility forms.
-HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0002f7ff\U00030000-\U000323af]+")
-REASONS = ("not JSON", "missing field", "not 4 lines", "bad line", "uneven lines", "no keywords",
-           "duplicate", "in test", "in valid")
-
-
-def source_name(split: str) -> str:
-    return f"ccpc_{split}_v1.0.json"
+URL, PAGE = ccpc.URL, ccpc.PAGE
 
 
 # -----------------------------------------------------------------------------
@@ -59,18 +55,25 @@ def source_name(split: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="prepare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", choices=tuple(CORPORA), default="ccpc",
+                   help="ccpc (quatrains with keywords, academic use) or chinese-poetry (全唐诗, "
+                        "MIT; all four forms, keywords from poemgen's vocabulary) (default: ccpc)")
     p.add_argument("--source", type=Path, metavar="DIR",
-                   help=f"folder with the {source_name('{train,valid,test}')} files "
-                        "(default: download them into OUT/raw)")
+                   help="ccpc: folder with the ccpc_{train,valid,test}_v1.0.json files; "
+                        "chinese-poetry: its 全唐诗 folder (default: download into OUT/raw)")
     p.add_argument("--out", type=Path, metavar="DIR",
-                   help="output folder (default: $POEMGEN_HOME/data/ccpc)")
+                   help="output folder (default: $POEMGEN_HOME/data/CORPUS)")
+    p.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="FILE",
+                   help="poems that must not be trained on (CCPC files or prepared .jsonl): a "
+                        "training poem sharing two lines with one of them is left out")
     p.add_argument("--train-split", choices=("train", "valid"), default="train",
-                   help="source split to train on; with 'valid', --holdout of its poems become "
-                        "valid.jsonl (default: train)")
-    p.add_argument("--holdout", type=int, default=500, metavar="N",
-                   help="with --train-split valid: poems held out for validation (default: 500)")
+                   help="ccpc: source split to train on; with 'valid', --holdout of its poems "
+                        "become valid.jsonl (default: train)")
+    p.add_argument("--holdout", type=int, metavar="N",
+                   help="ccpc with --train-split valid: poems held out for validation (default "
+                        "500); chinese-poetry: poems held out for valid and for test (default 1000)")
     p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="with --train-split valid: seed of the holdout shuffle (default: 0)")
+                   help="seed of the holdout shuffle (default: 0)")
     p.add_argument("--force", action="store_true",
                    help="rewrite even if the data is up to date (and fetch CRRD again)")
     crrd = p.add_argument_group(
@@ -89,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="prepare the tables only, not CCPC (downloads them unless "
                            "--crrd-source is given)")
     args = p.parse_args(argv)
+    if args.holdout is None:
+        args.holdout = 1000 if args.corpus == "chinese-poetry" else 500
     if args.holdout < 1:
         p.error("--holdout must be at least 1")
     if args.only_crrd and (args.source or args.out):
@@ -102,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # -----------------------------------------------------------------------------
 # source files: a given folder, or a download into OUT/raw
 
-def download(url: str, path: Path, what: str = "the CCPC files", page: str = PAGE,
+def download(url: str, path: Path, what: str = "the CCPC files", page: str = ccpc.PAGE,
              option: str = "--source") -> None:
     """Fetch url into path through path.part, renamed only once complete. A failure says how to
     get `what` by hand from `page` and pass it with `option`."""
@@ -127,36 +132,6 @@ def download(url: str, path: Path, what: str = "the CCPC files", page: str = PAG
     part.replace(path)
 
 
-def find_sources(args: argparse.Namespace, out: Path) -> dict[str, Path]:
-    """The source file of each split needed: {'valid': Path, 'test': Path[, 'train': Path]}."""
-    needed = SPLITS if args.train_split == "train" else ("valid", "test")
-    if args.source is None:
-        raw = out / "raw"
-        try:
-            raw.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise PoemgenError(f"cannot create {raw}: {e.strerror or e}") from None
-        for split in needed:
-            if not (raw / source_name(split)).exists():
-                download(URL.format(split=split), raw / source_name(split))
-        return {split: raw / source_name(split) for split in needed}
-
-    if not args.source.is_dir():
-        problem = "is not a folder" if args.source.exists() else "does not exist"
-        raise PoemgenError(f"source folder {args.source} {problem}; pass a folder holding the "
-                           f"{source_name('{train,valid,test}')} files, or leave out --source "
-                           "to download them")
-    paths = {split: args.source / source_name(split) for split in needed}
-    if "train" in paths and not paths["train"].exists():
-        raise PoemgenError(f"{args.source} has no {source_name('train')}; pass --train-split valid "
-                           "to train on the validation split (e.g. with ../shared/data/ccpc)")
-    for split in ("valid", "test"):
-        if not paths[split].exists():
-            raise PoemgenError(f"{args.source} has no {source_name(split)}, needed for the {split} "
-                               f"split; download it from {PAGE}")
-    return paths
-
-
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     try:
@@ -166,64 +141,6 @@ def sha256(path: Path) -> str:
     except OSError as e:
         raise PoemgenError(f"cannot read {path}: {e.strerror or e}") from None
     return h.hexdigest()
-
-
-# -----------------------------------------------------------------------------
-# reading and checking records
-
-def is_han(text: str) -> bool:
-    return HAN.fullmatch(text) is not None
-
-
-def parse(raw: bytes) -> tuple[dict | None, str]:
-    """One source line -> (output record, "") or (None, reason it is skipped)."""
-    try:
-        record = json.loads(raw.decode("utf-8").lstrip("\ufeff"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, "not JSON"
-    if not isinstance(record, dict) or not all(isinstance(record.get(k), str)
-                                               for k in ("content", "keywords")):
-        return None, "missing field"
-    lines = [line.strip() for line in record["content"].strip().split("|")]
-    if len(lines) != LINES:
-        return None, "not 4 lines"
-    if not all(len(line) in CHARS and is_han(line) for line in lines):
-        return None, "bad line"
-    if len({len(line) for line in lines}) != 1:
-        return None, "uneven lines"
-    keywords = [word for word in record["keywords"].split() if is_han(word)]
-    if not keywords:
-        return None, "no keywords"
-    text = {k: record[k].strip() if isinstance(record.get(k), str) else ""
-            for k in ("title", "author", "dynasty")}
-    return {"lines": lines, "keywords": keywords, **text}, ""
-
-
-def read_split(path: Path, earlier: dict[str, set]) -> tuple[list[dict], Counter]:
-    """Good records of one source file, in order, without in-split duplicates and without poems
-    already kept by an earlier-priority split (`earlier`: split -> set of line tuples)."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise PoemgenError(f"cannot read {path}: {e.strerror or e}") from None
-    kept, skipped, seen = [], Counter(), set()
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        record, reason = parse(raw)
-        if record is not None:
-            poem = tuple(record["lines"])
-            if poem in seen:
-                reason = "duplicate"
-            else:
-                seen.add(poem)
-                reason = next((f"in {other}" for other, poems in earlier.items()
-                               if poem in poems), "")
-        if reason:
-            skipped[reason] += 1
-        else:
-            kept.append(record)
-    return kept, skipped
 
 
 # -----------------------------------------------------------------------------
@@ -248,8 +165,8 @@ def up_to_date(manifest_path: Path, manifest: dict) -> bool:
     return same and all((manifest_path.parent / f"{split}.jsonl").exists() for split in SPLITS)
 
 
-def counts(skipped: Counter) -> str:
-    return ", ".join(f"{r} {skipped[r]}" for r in REASONS if skipped[r]) or "none"
+def counts(skipped: Counter, reasons: tuple[str, ...]) -> str:
+    return ", ".join(f"{r} {skipped[r]}" for r in reasons if skipped[r]) or "none"
 
 
 # -----------------------------------------------------------------------------
@@ -338,44 +255,102 @@ def prepare_crrd(args: argparse.Namespace) -> int:
 # -----------------------------------------------------------------------------
 # main
 
+def excluded_lines(files: list[Path]) -> set[str]:
+    """Every line of the poems in `files` (CCPC's `content` or prepared `lines`), standardised
+    as the corpora are."""
+    from poemgen.variants import standardize
+
+    found = set()
+    for path in files:
+        try:
+            rows = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PoemgenError(f"--exclude {path}: cannot read it ({getattr(e, 'strerror', None) or e})"
+                               "; pass CCPC files or prepared .jsonl files") from None
+        for row in filter(str.strip, rows):
+            try:
+                record = json.loads(row)
+                lines = record.get("lines") or record["content"].split("|")
+            except (ValueError, KeyError, AttributeError, TypeError):
+                raise PoemgenError(f"--exclude {path}: not one JSON poem a line with 'lines' or "
+                                   "'content'; pass CCPC files or prepared .jsonl files") from None
+            found.update(standardize(line.strip()) for line in lines if isinstance(line, str))
+    return found
+
+
+def held_out(pool: list[dict], sizes: tuple[int, ...], seed: int) -> list[list[dict]]:
+    """Seeded random slices of `pool` of the given sizes, then the rest; source order within each."""
+    if sum(sizes) >= len(pool):
+        raise PoemgenError(f"--holdout {sizes[0]} leaves nothing to train on: the source has "
+                           f"{len(pool)} usable poems")
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    parts, at = [], 0
+    for size in sizes + (len(pool) - sum(sizes),):
+        chosen = sorted(order[at:at + size])
+        parts.append([pool[i] for i in chosen])
+        at += size
+    return parts
+
+
+def read_corpus(args: argparse.Namespace, out: Path, paths: dict[str, Path]
+                ) -> tuple[dict[str, list[dict]], dict[str, Counter]]:
+    """The three output splits, and skip counts by source split."""
+    excluded = excluded_lines(args.exclude)
+    if args.corpus == "chinese-poetry":
+        from poemgen.keywords import Vocabulary
+
+        pool, skipped = chinese_poetry.read(paths, Vocabulary.default().words)
+        test, valid, train = held_out(pool, (args.holdout, args.holdout), args.seed)
+        output, skipped = {"train": train, "valid": valid, "test": test}, {"all": skipped}
+    else:  # the source splits in priority order, each without the poems of the ones before it
+        kept, skipped, earlier = {}, {}, {}
+        for split in (s for s in ccpc.PRIORITY if s in paths):
+            kept[split], skipped[split] = ccpc.read_split(paths[split], earlier)
+            earlier[split] = {tuple(r["lines"]) for r in kept[split]}
+        if args.train_split == "train":
+            output = {"train": kept["train"], "valid": kept["valid"], "test": kept["test"]}
+        else:  # hold out a seeded random slice of valid, keeping source order on both sides
+            valid, train = held_out(kept["valid"], (args.holdout,), args.seed)
+            output = {"train": train, "valid": valid, "test": kept["test"]}
+    if excluded:
+        train_source = "all" if args.corpus == "chinese-poetry" else args.train_split
+        kept_train = [r for r in output["train"] if sum(line in excluded for line in r["lines"]) < 2]
+        skipped[train_source]["excluded"] += len(output["train"]) - len(kept_train)
+        output["train"] = kept_train
+    return output, skipped
+
+
 def prepare(args: argparse.Namespace) -> int:
-    out = (args.out or poemgen_home() / "data" / "ccpc").expanduser()
-    paths = find_sources(args, out)
+    corpus = CORPORA[args.corpus]
+    out = (args.out or poemgen_home() / "data" / args.corpus).expanduser()
+    if args.corpus == "chinese-poetry":
+        paths = chinese_poetry.find_sources(args.source, out / "raw")
+    else:
+        paths = ccpc.find_sources(args, out, download)
     manifest = {
         "format_version": FORMAT_VERSION,
-        "options": {"source": str(args.source.resolve()) if args.source else URL,
+        "options": {"source": str(args.source.resolve()) if args.source else ccpc.URL,
                     "train_split": args.train_split, "holdout": args.holdout, "seed": args.seed},
         "sources": {split: {"file": path.name, "sha256": sha256(path)}
                     for split, path in paths.items()},
     }
+    if args.corpus != "ccpc":
+        manifest["options"].update(corpus=args.corpus, source=str(args.source.resolve())
+                                   if args.source else chinese_poetry.REPOSITORY)
+        del manifest["options"]["train_split"]
+        manifest["licence"] = corpus.LICENCE
+    if args.exclude:
+        manifest["options"]["exclude"] = {p.name: sha256(p) for p in args.exclude}
     manifest_path = out / "manifest.json"
     if not args.force and up_to_date(manifest_path, manifest):
         print(f"{out}: up to date (same sources and options); --force rewrites it")
         return 0
 
-    # read the source splits in priority order, each without the poems of the ones before it
-    kept, skipped, earlier = {}, {}, {}
-    for split in (s for s in PRIORITY if s in paths):
-        kept[split], skipped[split] = read_split(paths[split], earlier)
-        earlier[split] = {tuple(r["lines"]) for r in kept[split]}
-
-    if args.train_split == "train":
-        output = {"train": kept["train"], "valid": kept["valid"], "test": kept["test"]}
-    else:  # hold out a seeded random slice of valid, keeping source order on both sides
-        pool = kept["valid"]
-        if args.holdout >= len(pool):
-            raise PoemgenError(f"--holdout {args.holdout} leaves nothing to train on: the source "
-                               f"valid split has {len(pool)} usable poems")
-        order = list(range(len(pool)))
-        random.Random(args.seed).shuffle(order)
-        held = set(order[:args.holdout])
-        output = {"train": [r for i, r in enumerate(pool) if i not in held],
-                  "valid": [r for i, r in enumerate(pool) if i in held],
-                  "test": kept["test"]}
-
+    output, skipped = read_corpus(args, out, paths)
     manifest["counts"] = {split: len(output[split]) for split in SPLITS}
-    manifest["skipped"] = {split: {r: skipped[split][r] for r in REASONS if skipped[split][r]}
-                           for split in SPLITS if split in skipped}  # by source split
+    manifest["skipped"] = {split: {r: reasons[r] for r in corpus.REASONS if reasons[r]}
+                           for split, reasons in skipped.items()}  # by source split
     try:
         out.mkdir(parents=True, exist_ok=True)
         manifest_path.unlink(missing_ok=True)  # no stale manifest may vouch for half-written files
@@ -387,15 +362,19 @@ def prepare(args: argparse.Namespace) -> int:
 
     # report
     where = args.source or out / "raw"
-    print(f"source {where} (training on its {args.train_split} split)")
-    for split in (s for s in SPLITS if s in kept):
-        total = len(kept[split]) + sum(skipped[split].values())
-        print(f"  {split:<5} {total:>7} read {len(kept[split]):>7} kept   "
-              f"skipped: {counts(skipped[split])}")
+    print(f"source {where}" + (f" (training on its {args.train_split} split)"
+                               if args.corpus == "ccpc" else f" ({len(paths)} files)"))
+    for split, reasons in skipped.items():
+        kept = len(output[split]) if split in output else sum(map(len, output.values()))
+        total = kept + sum(reasons.values())
+        print(f"  {split:<5} {total:>7} read {kept:>7} kept   "
+              f"skipped: {counts(reasons, corpus.REASONS)}")
     print(f"output {out}")
     for split in SPLITS:
         note = ""
-        if args.train_split == "valid" and split != "test":
+        if args.corpus == "chinese-poetry" and split != "train":
+            note = f"  (held out, seed {args.seed})"
+        elif args.train_split == "valid" and split != "test":
             note = (f"  (held out of source valid, seed {args.seed})" if split == "valid"
                     else "  (the rest of source valid)")
         print(f"  {split}.jsonl {len(output[split]):>7} poems{note}")

@@ -340,7 +340,7 @@ def test_a_failed_rewrite_leaves_no_manifest(tmp_path, monkeypatch):
 def test_download_into_out_raw(tmp_path, monkeypatch, capsys):
     remote = write_source(tmp_path / "remote", train=[record(i) for i in range(3)],
                           valid=[record(10)], test=[record(20)])
-    monkeypatch.setattr(prepare, "URL", remote.as_uri() + "/ccpc_{split}_v1.0.json")
+    monkeypatch.setattr(prepare.ccpc, "URL", remote.as_uri() + "/ccpc_{split}_v1.0.json")
     out = tmp_path / "out"
     assert run("--out", out) == 0
     raw = sorted(p.name for p in (out / "raw").iterdir())
@@ -355,7 +355,7 @@ def test_download_into_out_raw(tmp_path, monkeypatch, capsys):
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prepare, "URL", (tmp_path / "absent").as_uri() + "/ccpc_{split}_v1.0.json")
+    monkeypatch.setattr(prepare.ccpc, "URL", (tmp_path / "absent").as_uri() + "/ccpc_{split}_v1.0.json")
     assert run("--out", tmp_path / "out") == 1
     err = error_line(capsys)
     assert err.startswith("prepare: error: could not download") and "--source" in err
@@ -457,7 +457,7 @@ def test_crrd_download_failure_is_one_line(tmp_path, monkeypatch, capsys):
 def test_no_source_prepares_ccpc_and_crrd(tmp_path, monkeypatch, isolated_home, capsys):
     remote = write_source(tmp_path / "remote", train=[record(i) for i in range(3)],
                           valid=[record(10)], test=[record(20)])
-    monkeypatch.setattr(prepare, "URL", remote.as_uri() + "/ccpc_{split}_v1.0.json")
+    monkeypatch.setattr(prepare.ccpc, "URL", remote.as_uri() + "/ccpc_{split}_v1.0.json")
     assert run() == 0  # the newcomer's command
     assert (isolated_home / "data" / "ccpc" / "manifest.json").is_file()
     tables = isolated_home / "data" / "crrd"

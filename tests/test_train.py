@@ -191,3 +191,95 @@ def test_accelerate_launch_makes_a_poet_the_cli_uses(base, tiny, tmp_path, photo
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["lines"]) == 4
+
+
+# --- from scratch: a character tokenizer from the data, a T5 from a config, whole poems ---------
+
+def write_all_forms(folder: Path, count: int, seed: int = 0) -> Path:
+    """Poems of all four forms (characters from a small set), with keywords from their text."""
+    rng = random.Random(seed)
+    chars = "春江花月夜山水风云明清白日孤舟寒雪"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "valid"):
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for i in range(count):
+                lines, size = [(4, 5), (4, 7), (8, 5), (8, 7)][i % 4]
+                poem = ["".join(rng.choice(chars) for _ in range(size)) for _ in range(lines)]
+                record = {"lines": poem, "keywords": [poem[0][:2]] if i % 5 else [],
+                          "title": "", "author": "", "dynasty": ""}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return folder
+
+
+@pytest.fixture
+def scratch_config(tmp_path) -> Path:
+    config = json.loads((ROOT / "train" / "configs" / "mini.json").read_text(encoding="utf-8"))
+    config.update(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2)
+    path = tmp_path / "scratch.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def scratch(config, data, output, *extra):
+    argv = ["--config", str(config), "--data", str(data), "--output-dir", str(output),
+            "--mixed-precision", "no", "--sample-poems", "0", "--lr", "3e-3", *map(str, extra)]
+    return t5.main(argv)
+
+
+def test_from_scratch_builds_a_character_poet_that_poemgen_loads(scratch_config, tmp_path):
+    data = write_all_forms(tmp_path / "data", 24)
+    assert scratch(scratch_config, data, tmp_path / "poet", "--max-steps", 6,
+                   "--batch-size", 4, "--min-char-count", 1) == 0
+    metadata = prompt.read_metadata(tmp_path / "poet")
+    assert metadata["prompt_format"] == "poem" and metadata["steps"] == 6
+    assert metadata["base_model"] == str(scratch_config)
+
+    poet = Poet.load(str(tmp_path / "poet"))
+    pieces = poet.tokenizer.convert_ids_to_tokens(poet.tokenizer("春江花月夜，").input_ids)
+    assert pieces == ["▁", "春", "江", "花", "月", "夜", "，", "</s>"]  # a token per character
+    for lines, chars in ((4, 5), (8, 7)):
+        ((verse,),) = poet.write([["春江"]], PoemOptions(lines=lines, chars=chars, seed=1))
+        assert len(verse.lines) == lines and all(len(line) == chars for line in verse.lines)
+
+
+def test_the_tokenizer_is_rebuilt_identically(scratch_config, tmp_path):
+    data = write_all_forms(tmp_path / "data", 24)
+    for name in ("a", "b"):
+        assert scratch(scratch_config, data, tmp_path / name, "--max-steps", 1,
+                       "--batch-size", 4) == 0
+    assert (tmp_path / "a" / "spiece.model").read_bytes() == \
+        (tmp_path / "b" / "spiece.model").read_bytes()
+
+
+def test_form_batches_hold_one_form_each_and_follow_the_epoch():
+    forms = [45, 47, 85, 87] * 10 + [45] * 3
+    sampler = t5.FormBatches(forms, batch_size=4, seed=0)
+    first = sampler.batches()
+    assert sorted(i for b in first for i in b) == list(range(len(forms)))
+    assert all(len({forms[i] for i in batch}) == 1 for batch in first)
+    assert len(first) == len(sampler) and sampler.batches() == first
+    sampler.set_epoch(1)
+    assert sampler.batches() != first
+
+
+def test_from_scratch_resumes_exactly_with_form_batches(scratch_config, tmp_path):
+    data = write_all_forms(tmp_path / "data", 40)
+    common = ["--max-steps", 12, "--batch-size", 4, "--scheduler", "constant", "--eval-every",
+              100, "--checkpoint-every", 6]
+    assert scratch(scratch_config, data, tmp_path / "straight", *common) == 0
+    assert scratch(scratch_config, data, tmp_path / "resumed", *common) == 0
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-12")
+    (tmp_path / "resumed" / "model.safetensors").unlink()
+    assert scratch(scratch_config, data, tmp_path / "resumed", *common, "--resume", "latest") == 0
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_config_is_one_line(tmp_path, capsys):
+    data = write_all_forms(tmp_path / "data", 8)
+    assert scratch(tmp_path / "missing.json", data, tmp_path / "out") == 1
+    assert "--config" in one_error_line(capsys)
+    (tmp_path / "bad.json").write_text('{"d_model": "wide"}')
+    assert scratch(tmp_path / "bad.json", data, tmp_path / "out2") == 1
+    assert "--config" in one_error_line(capsys)

@@ -1,8 +1,11 @@
-"""Fine-tune a T5 poet (default: Langboat/mengzi-t5-base) on CCPC, one example per poem line.
+"""Train a T5 poet: fine-tune one (default: Langboat/mengzi-t5-base on CCPC, one example per
+poem line), or train one from scratch from a config file (poemgen's shipped poet).
 
     python data/prepare.py                       # download and check CCPC once
     accelerate launch train/t5.py                # one GPU, several, or CPU: as `accelerate config` says
     python train/t5.py --max-steps 200 --mixed-precision no     # plain Python works too
+    python train/t5.py --config train/configs/mini.json --data ~/.cache/poemgen/data/chinese-poetry
+                                                 # from scratch: character tokenizer, whole poems
 
 Line i of every poem is one example: the encoder reads the form, the keywords and lines 1..i-1,
 built by `poemgen.prompt.LINES` (the same code that builds prompts at inference), and the
@@ -25,9 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-from poemgen import prompt
-from poemgen.errors import PoemgenError
-from poemgen.models import default_poet_folder, poemgen_home
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # from_scratch.py beside this file
+
+from from_scratch import build_char_tokenizer, new_model  # noqa: E402
+
+from poemgen import prompt  # noqa: E402
+from poemgen.errors import PoemgenError  # noqa: E402
+from poemgen.models import default_poet_folder, poemgen_home  # noqa: E402
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "poemgen_trainer_state.json"
@@ -36,16 +43,30 @@ STATE_FILE = "poemgen_trainer_state.json"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Fine-tune a T5 poet on CCPC (see data/prepare.py).")
     p.add_argument("--model", default="Langboat/mengzi-t5-base", help="base T5: Hub id or folder")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="train from scratch instead: a T5 config (e.g. train/configs/mini.json) "
+                        "and a character tokenizer built from the training poems")
+    p.add_argument("--min-char-count", type=int, default=3,
+                   help="with --config: characters seen fewer times become <unk> (default: 3)")
+    p.add_argument("--prompt-format", choices=("lines", "poem"),
+                   help="lines: one example per line; poem: one per whole poem (default: poem "
+                        "with --config, else the base poet's own, else lines)")
+    p.add_argument("--group-by-form", action=argparse.BooleanOptionalAction, default=True,
+                   help="batches of one form (五绝, 七律 …) each, so little is padding")
     p.add_argument("--data", default=str(poemgen_home() / "data" / "ccpc"),
                    help="folder written by data/prepare.py")
     p.add_argument("--output-dir", default=str(default_poet_folder()),
                    help="where the poet goes (default: the folder poemgen looks in first)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop after this many minutes (as if the last step were reached): for "
+                        "comparing runs at equal compute; the schedule still runs to --max-steps")
     p.add_argument("--batch-size", type=int, default=64, help="examples per device per step")
     p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip gradients (0: never)")
     p.add_argument("--scheduler", default="linear", help="linear, cosine, constant_with_warmup …")
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--mixed-precision", default="bf16", choices=("bf16", "no", "fp16"),
@@ -83,18 +104,57 @@ def main(argv: list[str] | None = None) -> int:
 # --- data: poems → one example per line, built with the same prompt code as inference ------------
 
 def poems_to_examples(batch: dict, indices: list[int], seed: int, keyword_dropout: float,
-                      shuffle_keywords: bool) -> dict:
-    sources, targets = [], []
+                      shuffle_keywords: bool, format_name: str = "lines") -> dict:
+    """`lines`: one example per line (lines 1..i-1 in the prompt); `poem`: one per poem.
+    `form` (lines × chars) is kept for grouping batches by form."""
+    chosen = prompt.get_format(format_name)
+    sources, targets, forms = [], [], []
     for index, lines, keywords in zip(indices, batch["lines"], batch["keywords"]):
         form = prompt.Form(len(lines), len(lines[0]))
         rng = random.Random(seed * 1_000_003 + index)  # same augmentation whatever num_proc is
-        for i, line in enumerate(lines):
-            words = [w for w in keywords if rng.random() >= keyword_dropout] or [rng.choice(keywords)]
+        for i, line in enumerate(lines if chosen is prompt.LINES else lines[:1]):
+            words = [w for w in keywords if rng.random() >= keyword_dropout]
+            if not words and keywords:  # keep at least one
+                words = [rng.choice(keywords)]
             if shuffle_keywords:
                 rng.shuffle(words)
-            sources.append(prompt.LINES.encoder_text(form, words, lines[:i]))
-            targets.append(prompt.LINES.target(line))
-    return {"source": sources, "target": targets}
+            sources.append(chosen.encoder_text(form, words, lines[:i]))
+            targets.append(chosen.target(line if chosen is prompt.LINES else lines))
+            forms.append(form.lines * 10 + form.chars)
+    return {"source": sources, "target": targets, "form": forms}
+
+
+class FormBatches:
+    """Batches of examples of one form each (so a batch of 五绝 is not padded to 七律's length),
+    in an order that changes with each epoch but is fixed by the seed, as exact resuming needs."""
+
+    def __init__(self, forms: list[int], batch_size: int, seed: int):
+        self.forms, self.batch_size, self.seed, self.epoch = forms, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        groups: dict[int, list[int]] = {}
+        for i, form in enumerate(self.forms):
+            groups.setdefault(form, []).append(i)
+        out = []
+        for form in sorted(groups):
+            rng.shuffle(groups[form])
+            members = groups[form]
+            out += [members[i:i + self.batch_size] for i in range(0, len(members), self.batch_size)]
+        rng.shuffle(out)
+        return out
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        counts: dict[int, int] = {}
+        for form in self.forms:
+            counts[form] = counts.get(form, 0) + 1
+        return sum(math.ceil(n / self.batch_size) for n in counts.values())
 
 
 def load_poems(data_dir: Path, args):
@@ -124,6 +184,34 @@ def load_poems(data_dir: Path, args):
     if args.max_eval_samples:
         poems["valid"] = poems["valid"].select(range(min(args.max_eval_samples, len(poems["valid"]))))
     return poems
+
+
+def choose_format(args):
+    """--prompt-format, else `poem` from scratch, else the base poet's own, else `lines`."""
+    if args.prompt_format:
+        return prompt.get_format(args.prompt_format)
+    if args.config:
+        return prompt.POEM
+    metadata = prompt.read_metadata(args.model) if os.path.isdir(args.model) else None
+    return prompt.get_format((metadata or {}).get("prompt_format", "lines"))
+
+
+def run_metadata(args) -> dict:
+    """What made the poet, for its poemgen.json: base or config, data manifest, commit."""
+    import subprocess
+
+    found = {"base_model": str(args.config) if args.config else args.model}
+    manifest = Path(args.data) / "manifest.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        found.update(data_counts=data.get("counts"), licence=data.get("licence", "see the data"))
+    try:
+        found["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                         text=True, cwd=Path(__file__).parent, check=True
+                                         ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return found
 
 
 # --- checkpoints: complete or absent, never half-written -----------------------------------------
@@ -184,11 +272,11 @@ def evaluate(accelerator, model, dataloader) -> tuple[float, float]:
     return mean, math.exp(min(mean, 50))
 
 
-def sample_poems(accelerator, model, tokenizer, poems, count: int) -> list[str]:
+def sample_poems(accelerator, model, tokenizer, chosen, poems, count: int) -> list[str]:
     from poemgen.options import PoemOptions
     from poemgen.poet import Poet
 
-    poet = Poet(accelerator.unwrap_model(model), tokenizer, prompt.LINES, accelerator.device)
+    poet = Poet(accelerator.unwrap_model(model), tokenizer, chosen, accelerator.device)
     model.eval()
     shown = []
     for poem in poems.select(range(min(count, len(poems)))):
@@ -233,32 +321,64 @@ def train(args: argparse.Namespace) -> None:
         raise PoemgenError(f"'{output_dir}' already has checkpoints; pass --resume latest to "
                            "continue, or choose another --output-dir")
 
-    check_local("base model", args.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = T5ForConditionalGeneration.from_pretrained(args.model)
-    except (OSError, ValueError) as e:
-        raise load_error("base model", args.model, e) from None
-
     poems = load_poems(Path(args.data), args)
+    chosen = choose_format(args)
+    if args.config:  # from scratch: the tokenizer from the data (kept in the output folder)
+        if not args.config.is_file():
+            raise PoemgenError(f"--config '{args.config}' is not a file; pass a T5 config such "
+                               "as train/configs/mini.json")
+        with accelerator.main_process_first():
+            if args.resume and (output_dir / "spiece.model").is_file():
+                tokenizer = AutoTokenizer.from_pretrained(output_dir)
+            else:
+                fixed = [chosen.encoder_text(prompt.Form(n, c), ["无"], []) for n in (4, 8)
+                         for c in (5, 7)] + [f"第{n}句上文" for n in "一二三四五六七八"]
+                fixed.append("".join(prompt.punctuate(["", ""])))  # ， and 。 of the targets
+                tokenizer = build_char_tokenizer(poems["train"], fixed, output_dir,
+                                                 args.min_char_count)
+        from huggingface_hub.errors import StrictDataclassFieldValidationError
+
+        try:
+            model = new_model(args.config, tokenizer)
+        except (ValueError, TypeError, StrictDataclassFieldValidationError) as e:
+            raise PoemgenError(f"--config '{args.config}' is not a usable T5 config "
+                               f"({' '.join(str(e).split())[:160]})") from None
+        if accelerator.is_main_process:  # with the tokenizer: a checkpoint can be exported
+            model.config.save_pretrained(output_dir)
+    else:
+        check_local("base model", args.model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.model)
+            # float32 whatever the checkpoint holds: the shipped poet is stored in 16-bit
+            model = T5ForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise load_error("base model", args.model, e) from None
+
     with accelerator.main_process_first():
         examples = poems.map(
             poems_to_examples, batched=True, with_indices=True, num_proc=args.num_proc,
-            remove_columns=poems["train"].column_names, desc="poems → line examples",
+            remove_columns=poems["train"].column_names, desc=f"poems → {chosen.name} examples",
             fn_kwargs=dict(seed=args.seed, keyword_dropout=args.keyword_dropout,
-                           shuffle_keywords=args.shuffle_keywords))
+                           shuffle_keywords=args.shuffle_keywords, format_name=chosen.name))
         tokenized = examples.map(
             lambda batch: tokenizer(batch["source"], text_target=batch["target"],
                                     max_length=args.max_source_length, truncation=True),
             batched=True, num_proc=args.num_proc, remove_columns=["source", "target"],
             desc="tokenising")
+    forms = tokenized["train"]["form"]
+    tokenized = tokenized.remove_columns("form")
 
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     # The loader gets its own generator: creating an iterator draws a seed from it, and from the
     # global generator that dropout uses if it had none, which would make resumed runs diverge.
-    train_dataloader = DataLoader(tokenized["train"], shuffle=True, collate_fn=collator,
-                                  batch_size=args.batch_size,
-                                  generator=torch.Generator().manual_seed(args.seed))
+    form_batches = FormBatches(forms, args.batch_size, args.seed) if args.group_by_form else None
+    if form_batches:
+        train_dataloader = DataLoader(tokenized["train"], batch_sampler=form_batches,
+                                      collate_fn=collator)
+    else:
+        train_dataloader = DataLoader(tokenized["train"], shuffle=True, collate_fn=collator,
+                                      batch_size=args.batch_size,
+                                      generator=torch.Generator().manual_seed(args.seed))
     eval_dataloader = DataLoader(tokenized["valid"], collate_fn=collator, batch_size=args.batch_size)
 
     no_decay = ("bias", "layer_norm.weight")
@@ -299,14 +419,19 @@ def train(args: argparse.Namespace) -> None:
     # (CUDA start-up, first allocations).
     warmup_until = completed_steps + min(5, max(max_steps - completed_steps - 1, 0))
     timed_since, timed_seconds, timed_examples, timed_tokens = None, 0.0, 0, 0
+    started = time.perf_counter()
     while completed_steps < max_steps:
         train_dataloader.set_epoch(epoch)
+        if form_batches:
+            form_batches.set_epoch(epoch)
         batches = (accelerator.skip_first_batches(train_dataloader, batch_in_epoch)
                    if batch_in_epoch else train_dataloader)
         for batch in batches:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -325,18 +450,22 @@ def train(args: argparse.Namespace) -> None:
                 timed_seconds += time.perf_counter() - timed_since
             mean_loss = running_loss / running_batches
             running_loss, running_batches = 0.0, 0
+            minutes = (time.perf_counter() - started) / 60
+            if args.max_minutes and minutes >= args.max_minutes:
+                max_steps = completed_steps  # out of time: finish as at the last step
             progress.set_postfix(loss=f"{mean_loss:.3f}")
             accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]},
                             step=completed_steps)
             if completed_steps % args.eval_every == 0 or completed_steps == max_steps:
                 eval_loss, perplexity = evaluate(accelerator, model, eval_dataloader)
-                accelerator.print(f"step {completed_steps}: train loss {mean_loss:.4f}, "
+                accelerator.print(f"step {completed_steps} ({minutes:.1f} min): train loss "
+                                  f"{mean_loss:.4f}, "
                                   f"valid loss {eval_loss:.4f}, perplexity {perplexity:.2f}")
                 accelerator.log({"valid/loss": eval_loss, "valid/perplexity": perplexity},
                                 step=completed_steps)
                 if accelerator.is_main_process and args.sample_poems:
-                    for line in sample_poems(accelerator, model, tokenizer, poems["valid"],
-                                             args.sample_poems):
+                    for line in sample_poems(accelerator, model, tokenizer, chosen,
+                                             poems["valid"], args.sample_poems):
                         accelerator.print("  " + line)
             if completed_steps % args.checkpoint_every == 0 or completed_steps == max_steps:
                 save_checkpoint(accelerator, output_dir,
@@ -359,8 +488,8 @@ def train(args: argparse.Namespace) -> None:
         output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(output_dir)
-        prompt.write_metadata(output_dir, base_model=args.model, steps=completed_steps,
-                              data=str(args.data))
+        prompt.write_metadata(output_dir, chosen, steps=completed_steps, data=str(args.data),
+                              **run_metadata(args))
         accelerator.print(f"poet saved to {output_dir}; try: poemgen photo.jpg --poet {output_dir}")
     accelerator.end_training()
 
