@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from poemgen import __version__
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         command, args = run, parser.parse_args(argv)
         if not args.images and not args.keywords:
             parser.error("give at least one IMAGE, or --keywords")
+    show_notes()
     try:
         return command(args)
     except PoemgenError as e:
@@ -124,6 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("poemgen: interrupted", file=sys.stderr)
         return 130
+
+
+class _StderrLines(logging.Handler):
+    """The library's notes (logger "poemgen"), one line each on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"poemgen: note: {record.getMessage()}", file=sys.stderr)
+
+
+def show_notes() -> None:
+    logger = logging.getLogger("poemgen")
+    if not any(isinstance(h, _StderrLines) for h in logger.handlers):
+        logger.addHandler(_StderrLines())
+        logger.propagate = False
 
 
 def options_from(args: argparse.Namespace):
@@ -150,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     output = JsonlOutput(args.out) if args.out else None
     quiet_transformers()
     from poemgen.keywords import KeywordScorer, Vocabulary
-    from poemgen.models import DEFAULT_POET, ModelLoadError, resolve_clip, resolve_poet
+    from poemgen.models import resolve_clip
     from poemgen.pipeline import Pipeline, choose_device
 
     processes = None
@@ -165,18 +181,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         device = choose_device(args.device)
     vocabulary = Vocabulary.from_file(args.vocab) if args.vocab else None
-    poet, poet_error = None, None
+    poet = None
     if not args.keywords_only:
-        from poemgen.poet import Poet
+        from poemgen.poet import load_poet
 
-        name = resolve_poet(args.poet)
-        try:
-            poet = Poet.load(name, device, args.poet_format, args.crrd)
-            poet.plan(options)  # rule errors (tables, acrostic, rhyme group) before any work
-        except ModelLoadError as e:
-            if name != DEFAULT_POET or given or output is not None:
-                raise
-            poet_error = e  # the public fallback poet: still show the keywords, then say why
+        poet = load_poet(args.poet, device, args.poet_format, args.crrd)
+        poet.plan(options)  # rule errors (tables, acrostic, rhyme group) before any work
     scorer = None
     if paths:
         scorer = KeywordScorer.load(resolve_clip(args.clip), device, vocabulary)
@@ -195,9 +205,6 @@ def run(args: argparse.Namespace) -> int:
             failed = True
         else:
             show(outcome.image, outcome.poem, args.json)
-    if poet_error is not None:
-        print(f"poemgen: error: {poet_error}", file=sys.stderr)
-        return 1
     return 1 if failed else 0
 
 
@@ -347,12 +354,13 @@ def run_server(args: argparse.Namespace) -> int:
         raise PoemgenError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); "
                            "pass another --port or --host") from None
     quiet_transformers()
-    from poemgen.models import resolve_clip, resolve_poet
+    from poemgen.models import resolve_clip
     from poemgen.pipeline import load
 
-    clip, poet = resolve_clip(args.clip), resolve_poet(args.poet)
-    pipeline = load(clip, poet, args.device, args.vocab, poet_format=args.poet_format,
+    clip = resolve_clip(args.clip)
+    pipeline = load(clip, args.poet, args.device, args.vocab, poet_format=args.poet_format,
                     crrd=args.crrd)
+    poet = pipeline.poet.name
     limits = serve.Limits(max_upload_bytes=int(args.max_upload_mb * 2**20),
                           max_pixels=args.max_pixels, max_candidates=args.max_candidates,
                           requests_per_minute=args.rate, burst=args.burst,
@@ -378,16 +386,17 @@ def build_models_parser() -> argparse.ArgumentParser:
 
 
 def list_models(args: argparse.Namespace) -> int:
-    from poemgen.models import KNOWN_MODELS, default_poet_folder, is_cached, resolve_clip, resolve_poet
+    from poemgen.models import (KNOWN_MODELS, default_poet_folder, is_available, poet_in_use,
+                                resolve_clip)
     from poemgen.prompt import read_metadata
 
-    rows = [(m.role, m.id, m.size, m.prompt_format or "-", is_cached(m.id), m.about)
+    rows = [(m.role, m.id, m.size, m.prompt_format or "-", is_available(m.id), m.about)
             for m in KNOWN_MODELS.values()]
     own = default_poet_folder()
     own_format = (read_metadata(own) or {}).get("prompt_format", "?") if own.is_dir() else "lines"
     rows.append(("poet", str(own), "-", own_format, own.is_dir(),
                  "your own fine-tune (train/t5.py); used before the public poet"))
-    in_use = {resolve_clip(), resolve_poet()}
+    in_use = {resolve_clip(), poet_in_use()}
     if args.json:
         for role, name, size, fmt, here, about in rows:
             print(json.dumps({"role": role, "id": name, "size": size, "prompt_format": fmt,

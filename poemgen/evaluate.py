@@ -54,22 +54,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from poemgen.errors import PoemgenError
+from poemgen.metrics import bleu, copy_rate, distinct, repeated_line_share, self_bleu
 
 DEFAULT_LIMIT = 200
 DEFAULT_BATCH = 32
 COLUMNS = ("source", "poems", "format", "rhyme 新韵", "tones 新韵", "rhyme 平水韵", "tones 平水韵",
-           "repeats", "distinct-1", "distinct-2", "keyword coverage", "BLEU-2")
+           "repeats", "distinct-1", "distinct-2", "distinct-4", "self-BLEU-4", "keyword coverage",
+           "BLEU-2", "copied lines", "repeated line", "log-prob/token")
 KEYS = ("source", "poems", "format", "rhyme_xinyun", "tones_xinyun", "rhyme_pingshui",
-        "tones_pingshui", "repeats", "distinct_1", "distinct_2", "keyword_coverage", "bleu_2")
+        "tones_pingshui", "repeats", "distinct_1", "distinct_2", "distinct_4", "self_bleu_4",
+        "keyword_coverage", "bleu_2", "copied_lines", "repeated_line", "logprob")
 GOLD_FILES = ("test.jsonl", "ccpc_test_v1.0.json")
 
 
@@ -183,12 +185,6 @@ def valid_shape(lines: list[str]) -> bool:
 
 # --- metrics --------------------------------------------------------------------------------
 
-def distinct(poems: Iterable[list[str]], n: int) -> float | None:
-    """Distinct n-grams of characters within lines over all poems / their total count."""
-    grams = [line[j:j + n] for lines in poems for line in lines for j in range(len(line) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else None
-
-
 def keywords_found(lines: list[str], keywords: list[str], cut) -> int:
     """How many keywords the poem contains: as one of its jieba words (`cut(line)`), or, for a
     single character, anywhere in its text."""
@@ -209,26 +205,9 @@ def jieba_cut():
     return jieba.lcut
 
 
-def bleu(hypotheses: list[str], references: list[str], max_n: int = 2) -> float:
-    """Corpus BLEU (0-100) over characters, one reference per hypothesis, n-grams 1..max_n
-    with uniform weights and the standard brevity penalty; no smoothing."""
-    matches, totals = [0] * max_n, [0] * max_n
-    for hyp, ref in zip(hypotheses, references, strict=True):
-        for n in range(1, max_n + 1):
-            h = Counter(hyp[j:j + n] for j in range(len(hyp) - n + 1))
-            r = Counter(ref[j:j + n] for j in range(len(ref) - n + 1))
-            matches[n - 1] += sum(min(count, r[gram]) for gram, count in h.items())
-            totals[n - 1] += max(len(hyp) - n + 1, 0)
-    if min(totals) == 0 or min(matches) == 0:
-        return 0.0
-    c = sum(map(len, hypotheses))
-    r = sum(map(len, references))
-    brevity = 1.0 if c > r else math.exp(1 - r / c)
-    return 100 * brevity * math.exp(sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n)
-
-
 def score(source: str, poems: list[Sample], crrd=None, pingshui: bool = True,
-          bleu_2: float | None = None, cut="jieba") -> dict:
+          bleu_2: float | None = None, cut="jieba", training_lines: set[str] | None = None,
+          logprob: float | None = None) -> dict:
     """One row of metrics (percentages, or None where a metric does not apply)."""
     from poemgen.prosody import check
 
@@ -264,8 +243,14 @@ def score(source: str, poems: list[Sample], crrd=None, pingshui: bool = True,
             "repeats": share("repeats"),
             "distinct_1": percent(distinct((p.lines for p in poems), 1)),
             "distinct_2": percent(distinct((p.lines for p in poems), 2)),
+            "distinct_4": percent(distinct((p.lines for p in poems), 4)),
+            "self_bleu_4": percent(self_bleu([p.lines for p in poems])),
             "keyword_coverage": 100 * found / keywords if keywords else None,
-            "bleu_2": bleu_2}
+            "bleu_2": bleu_2,
+            "copied_lines": percent(copy_rate([p.lines for p in poems], training_lines))
+            if training_lines else None,
+            "repeated_line": percent(repeated_line_share([p.lines for p in poems])),
+            "logprob": logprob}
 
 
 # --- a poet on the gold prompts -------------------------------------------------------------
@@ -338,6 +323,7 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str]
     import torch
 
     from poemgen.cli import quiet_transformers
+    from poemgen.models import resolve_poet
     from poemgen.options import PoemOptions
     from poemgen.pipeline import choose_device
     from poemgen.poet import Poet
@@ -359,8 +345,10 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str]
                      "characters")
 
     quiet_transformers()
-    poet = Poet.load(args.poet, choose_device(args.device), args.poet_format, args.crrd)
-    options = PoemOptions(temperature=args.temperature, top_p=args.top_p)
+    poet = Poet.load(resolve_poet(args.poet), choose_device(args.device), args.poet_format,
+                     args.crrd)
+    options = PoemOptions(temperature=args.temperature, top_p=args.top_p, rhyme=args.rhyme,
+                          tones=args.tones, no_repeat=not args.allow_repeats)
     progress = Progress(2 * len(gold), f"{args.poet} on {path.name}")
     torch.manual_seed(args.seed)
     verses = write_poems(poet, gold, options, args.batch_size, progress)
@@ -375,7 +363,14 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str]
                      "(a dead end in decoding; see the notes of the poems --save writes)")
     if args.save:
         save_poems(args.save, verses, gold)
-    return score(args.poet, written, args.crrd, pingshui, bleu_2), written
+    logprob = sum(v.logprob for v in verses) / max(sum(v.tokens for v in verses), 1)
+    return score(args.poet, written, args.crrd, pingshui, bleu_2,
+                 training_lines=training_lines(args.train), logprob=logprob), written
+
+
+def training_lines(path: str | None) -> set[str] | None:
+    """Every line of the training corpus (any accepted poem file), for the copy rate."""
+    return {line for poem in iter_poems(path) for line in poem.lines} if path else None
 
 
 def save_poems(path: str, verses: list, gold: list[Sample]) -> None:
@@ -458,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --poet: also write the poems, as `poemgen --json` prints them")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per row instead of the table")
+    parser.add_argument("--train", metavar="FILE",
+                        help="the training corpus (e.g. train.jsonl of data/prepare.py): adds "
+                             "the share of lines copied from it verbatim")
+    rules = parser.add_argument_group("rules, with --poet (default: poemgen's)")
+    rules.add_argument("--rhyme", choices=("xinyun", "pingshui", "none"), default="xinyun")
+    rules.add_argument("--tones", choices=("loose", "strict", "none"), default="loose")
+    rules.add_argument("--allow-repeats", action="store_true")
     return parser
 
 
@@ -499,7 +501,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         samples = [(path, read_poems(path, args.limit)) for path in args.poems]  # errors first
         for path, poems in samples:
-            rows.append(score(path, poems, args.crrd, pingshui))
+            rows.append(score(path, poems, args.crrd, pingshui,
+                              training_lines=training_lines(args.train)))
     for message in notes:
         print(f"poemgen: note: {message}", file=sys.stderr)
     if args.json:

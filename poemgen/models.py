@@ -17,6 +17,7 @@ from poemgen.errors import PoemgenError
 
 DEFAULT_CLIP = "OFA-Sys/chinese-clip-vit-base-patch16"
 DEFAULT_POET = "hululuzhu/chinese-poem-t5-mengzi-finetune"
+SHIPPED_POET = "mini"  # poemgen's own poet, inside the package: works offline, right after install
 CLIP_ENV = "POEMGEN_CLIP"
 POET_ENV = "POEMGEN_POET"
 HOME_ENV = "POEMGEN_HOME"
@@ -47,7 +48,22 @@ KNOWN_MODELS = {m.id: m for m in (
     KnownModel(DEFAULT_POET, "poet", "990 MB",
                "Mengzi-T5 fine-tuned on Tang and Song poems, writes from a title; the default",
                prompt_format="title"),
+    KnownModel(SHIPPED_POET, "poet", "in package",
+               "poemgen's own small poet, trained from scratch on chinese-poetry; used offline "
+               "when the public poet is not cached", prompt_format="poem"),
 )}
+
+
+def shipped_poet_folder(name: str = SHIPPED_POET) -> Path:
+    """The folder of a poet that ships inside the package (poemgen/poets/NAME)."""
+    return Path(__file__).resolve().parent / "poets" / name
+
+
+def is_available(model_id: str) -> bool:
+    """Whether a known model can be loaded without the network: shipped, or in the Hub cache."""
+    if model_id == SHIPPED_POET:
+        return (shipped_poet_folder() / "config.json").is_file()
+    return is_cached(model_id)
 
 
 def poemgen_home() -> Path:
@@ -68,12 +84,27 @@ def resolve_poet(explicit: str | os.PathLike | None = None) -> str:
     """The poet to use: the explicit argument, then $POEMGEN_POET, then the default folder
     (where a poet fine-tuned with train/t5.py goes), then the public default poet."""
     if explicit:
-        return os.fspath(explicit)
+        return str(shipped_poet_folder()) if explicit == SHIPPED_POET else os.fspath(explicit)
     if os.environ.get(POET_ENV):
-        return os.environ[POET_ENV]
+        return resolve_poet(os.environ[POET_ENV])
     if default_poet_folder().is_dir():
         return str(default_poet_folder())
     return DEFAULT_POET
+
+
+def offline_fallback(name: str) -> bool:
+    """Whether `name`, the public default poet, is known at once to be out of reach: not in the
+    cache, with HF_HUB_OFFLINE set. Then the shipped poet writes instead."""
+    from huggingface_hub import constants
+
+    return name == DEFAULT_POET and constants.HF_HUB_OFFLINE and not is_cached(name)
+
+
+def poet_in_use() -> str:
+    """The poet `poemgen IMAGE` would use now, with no --poet: as `resolve_poet`, except that the
+    public poet, out of reach offline, gives way to the shipped one."""
+    name = resolve_poet()
+    return SHIPPED_POET if offline_fallback(name) else name
 
 
 def is_cached(model_id: str) -> bool:

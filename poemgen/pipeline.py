@@ -12,7 +12,7 @@ from poemgen import rerank
 from poemgen.errors import PoemgenError
 from poemgen.images import ImageSource, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
-from poemgen.models import resolve_clip, resolve_poet
+from poemgen.models import resolve_clip
 from poemgen.options import OptionsError, PoemOptions
 from poemgen.prompt import format_poem
 
@@ -171,9 +171,9 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
         vocabulary = Vocabulary.from_file(vocabulary)
     poet_model = None
     if need_poet:
-        from poemgen.poet import Poet
+        from poemgen.poet import load_poet
 
-        poet_model = Poet.load(resolve_poet(poet), device, poet_format, crrd)
+        poet_model = load_poet(poet, device, poet_format, crrd)
     scorer = KeywordScorer.load(resolve_clip(clip), device, vocabulary, templates) \
         if need_clip else None
     return Pipeline(scorer, poet_model)

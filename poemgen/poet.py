@@ -11,6 +11,7 @@ forbidden token. Each poem's log-probability under the model is kept for reranki
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -23,7 +24,8 @@ from poemgen import prompt, prosody
 from poemgen.constraints import (PoemState, SystemTable, TokenTable, VersePlan, VerseProcessor,
                                  initial_state, update_state)
 from poemgen.errors import PoemgenError
-from poemgen.models import KNOWN_MODELS, ModelLoadError, check_local, load_error
+from poemgen.models import (DEFAULT_POET, KNOWN_MODELS, SHIPPED_POET, ModelLoadError, check_local,
+                            load_error, offline_fallback, resolve_poet, shipped_poet_folder)
 from poemgen.options import PoemOptions
 
 PLANS_KEPT = 32  # distinct (form, rules) whose masks a poet keeps
@@ -169,6 +171,29 @@ class Poet:
         counted = self.table.chars.to(new.device)[new.clamp(max=len(self.table.chars) - 1)] > 0
         return [(self.table.text(row.tolist()), float(lp[mask].sum()), int(mask.sum()))
                 for row, lp, mask in zip(new, chosen, counted)]
+
+
+def load_poet(explicit: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+              prompt_format: str | None = None, crrd: str | os.PathLike | None = None) -> Poet:
+    """The poet `resolve_poet` names. When that is the public default poet, not asked for by
+    name, and it is neither cached nor reachable, the poet shipped in the package writes instead,
+    and one warning line (logger "poemgen", on stderr unless logging is configured) says so."""
+    name = resolve_poet(explicit)
+    implicit = name == DEFAULT_POET and not explicit
+    if implicit and offline_fallback(name):
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            return Poet.load(name, device, prompt_format, crrd)
+        except ModelLoadError as e:
+            if not implicit:
+                raise
+            reason = str(e).split("; ")[0].split(": ", 1)[-1]
+    logging.getLogger("poemgen").warning(
+        f"the public poet {DEFAULT_POET} is not available ({reason}); writing with "
+        f"poemgen's own poet '{SHIPPED_POET}' (--poet {SHIPPED_POET}). For the public poet: "
+        f"`hf download {DEFAULT_POET}` on a connected machine")
+    return Poet.load(str(shipped_poet_folder()), device, None, crrd)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_photo
 from poemgen import prompt
 from poemgen.cli import main
-from poemgen.models import DEFAULT_CLIP, DEFAULT_POET
+from poemgen.models import DEFAULT_CLIP, DEFAULT_POET, SHIPPED_POET
 
 HAN_LINE = r"[\u4e00-\u9fff]{%d}[，。]"
 
@@ -79,19 +79,28 @@ def test_each_bad_image_gets_one_line(tiny, tmp_path, capsys, name):
     assert name in err and reason in err
 
 
-def test_default_poet_offline_prints_keywords_then_one_line(tiny, photo, capsys):
-    code, out, err = run(capsys, photo, "--clip", tiny.clip)
-    assert code == 1
-    assert "关键词" in out and poem_rows(out) == []
+def test_default_poet_offline_falls_back_to_the_shipped_poet(tiny, photo, capsys):
+    """HF_HUB_OFFLINE is set and the public poet is not cached: the poet shipped in the
+    package writes, and one stderr line says so and how to get the public one."""
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--json", "--seed", 1)
+    assert code == 0, err
     assert len(err.strip().splitlines()) == 1
-    assert f"'{DEFAULT_POET}'" in err and "not in the local Hugging Face cache" in err
-    assert f"hf download {DEFAULT_POET}" in err and "--poet FOLDER" in err
+    assert DEFAULT_POET in err and f"--poet {SHIPPED_POET}" in err and "hf download" in err
+    result = json.loads(out)
+    assert len(result["keywords"]) == 5 and len(result["lines"]) == 4
 
 
-def test_default_poet_offline_still_gives_json_keywords(tiny, photo, capsys):
-    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--json")
-    assert code == 1 and DEFAULT_POET in err
-    assert len(json.loads(out)["keywords"]) == 5
+def test_the_shipped_poet_by_name_needs_no_network(capsys):
+    code, out, err = run(capsys, "--keywords", "明月,孤舟,寒梅", "--poet", SHIPPED_POET,
+                         "--form", "qijue", "--seed", 1)
+    assert code == 0 and err == ""
+    assert len(poem_rows(out, chars=7)) == 4
+
+
+def test_a_named_public_poet_that_is_missing_is_an_error(capsys):
+    code, out, err = run(capsys, "--keywords", "明月", "--poet", DEFAULT_POET)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "not in the local Hugging Face cache" in err
 
 
 def test_default_poet_from_the_cache_writes_with_the_title_format(tiny, photo, capsys, hub_cache):
@@ -150,7 +159,9 @@ def test_models_lists_the_known_models_and_what_is_cached(tiny, capsys, hub_cach
     rows = {row["id"]: row for row in map(json.loads, out.splitlines())}
     assert rows[DEFAULT_CLIP]["available"] and rows[DEFAULT_CLIP]["in_use"]
     assert rows[DEFAULT_POET]["prompt_format"] == "title"
-    assert not rows[DEFAULT_POET]["available"] and rows[DEFAULT_POET]["in_use"]
+    assert not rows[DEFAULT_POET]["available"] and not rows[DEFAULT_POET]["in_use"]  # offline
+    assert rows[SHIPPED_POET]["available"] and rows[SHIPPED_POET]["in_use"]
+    assert rows[SHIPPED_POET]["prompt_format"] == "poem"
     assert rows["OFA-Sys/chinese-clip-vit-large-patch14"]["size"] == "1.63 GB"
 
     code, out, err = run(capsys, "models")

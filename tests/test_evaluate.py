@@ -9,7 +9,8 @@ import pytest
 
 from poemgen import evaluate
 from poemgen.cli import main
-from poemgen.evaluate import Sample, bleu, distinct, keywords_found, read_poems, score
+from poemgen.evaluate import Sample, keywords_found, read_poems, score
+from poemgen.metrics import bleu, copy_rate, distinct, repeated_line_share, self_bleu
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CRRD = SHARED / "crrd"
@@ -107,6 +108,46 @@ def test_bleu_2():
     assert bleu(["白日"], ["白日依山"]) == pytest.approx(100 * math.exp(1 - 4 / 2))
     # repeated n-grams are clipped by their count in the reference
     assert bleu(["月月月"], ["月光月"]) == pytest.approx(100 * math.sqrt(2 / 3 * 0 / 2)) == 0
+
+
+def test_distinct_4_within_lines():
+    # 4-grams within lines: 白日依山 日依山尽 | 白日依山 白日依海: 4, of which 3 distinct
+    assert distinct([["白日依山尽"], ["白日依山", "白日依海"]], 4) == pytest.approx(3 / 4)
+    assert row([(DENG, []), (JING, [])])["distinct_4"] == 100  # all 16 differ
+
+
+def test_self_bleu_4_by_hand():
+    assert self_bleu([DENG]) is None
+    assert self_bleu([DENG, DENG]) == pytest.approx(1)  # each is the other's copy
+    # nothing shared: every precision is the smoothed 0.1 over its n-gram count
+    a, b = ["白日依山尽"], ["黄河入海流"]
+    expected = math.exp(sum(math.log(0.1 / (5 - n + 1)) for n in range(1, 5)) / 4)
+    assert self_bleu([a, b]) == pytest.approx(expected)
+    # one character shared, unigram 1/5; the rest smoothed
+    c = ["白云生处远"]
+    partial = math.exp((math.log(1 / 5) + sum(math.log(0.1 / (5 - n + 1)) for n in (2, 3, 4))) / 4)
+    assert self_bleu([a, c]) == pytest.approx(partial)
+    # a poem's best match counts: with a copy present, both copies score 1
+    assert self_bleu([DENG, DENG, JIANG]) > 2 / 3
+    assert row([(DENG, []), (DENG, [])])["self_bleu_4"] == pytest.approx(100)
+
+
+def test_copy_rate_and_repeated_lines():
+    training = {"白日依山尽", "床前明月光", "一二三四"}
+    assert copy_rate([DENG, JING], training) == pytest.approx(2 / 8)
+    assert copy_rate([["一二三四"]], training) is None  # lines under five characters do not count
+    assert repeated_line_share([DENG, ["白日依山尽", "白日依山尽"]]) == 0.5
+
+
+def test_eval_train_file_adds_the_copy_rate(tmp_path, capsys):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"lines": DENG, "keywords": []}])
+    poems = write_jsonl(tmp_path / "poems.jsonl", [{"lines": DENG}, {"lines": JING}])
+    code, out, err = run(capsys, poems, "--train", train, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["copied_lines"] == 50 and result["repeated_line"] == 0
+    code, out, err = run(capsys, poems, "--json")
+    assert json.loads(out)["copied_lines"] is None
 
 
 def test_keyword_found_as_a_word_or_a_single_character():
@@ -263,9 +304,10 @@ def test_poet_row_with_bleu(tiny, gold, tmp_path, capsys, monkeypatch):
     code, again, err = run(capsys, saved, "--json", *crrd)
     assert code == 0, err
     again = json.loads(again)
-    assert again["bleu_2"] is None
-    assert {k: v for k, v in again.items() if k not in ("source", "bleu_2")} == \
-        {k: v for k, v in result.items() if k not in ("source", "bleu_2")}
+    assert again["bleu_2"] is None and again["logprob"] is None  # only a poet gives these
+    assert result["logprob"] < 0  # the poet's own mean log-probability per token
+    assert {k: v for k, v in again.items() if k not in ("source", "bleu_2", "logprob")} == \
+        {k: v for k, v in result.items() if k not in ("source", "bleu_2", "logprob")}
 
 
 def test_poet_row_table_without_crrd(tiny, gold, capsys, monkeypatch):
@@ -273,7 +315,8 @@ def test_poet_row_table_without_crrd(tiny, gold, capsys, monkeypatch):
     code, out, err = run(capsys, "--poet", tiny.poet, "--data", gold, "--limit", 2)
     assert code == 0, err
     cells = [c.strip() for c in out.splitlines()[2].strip("|").split("|")]
-    assert cells[1] == "2" and cells[5] == "—" and 0 <= float(cells[-1]) <= 100
+    bleu_2 = cells[evaluate.COLUMNS.index("BLEU-2")]
+    assert cells[1] == "2" and cells[5] == "—" and 0 <= float(bleu_2) <= 100
 
 
 def test_next_lines_follow_the_gold_context(tiny):

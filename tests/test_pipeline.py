@@ -71,9 +71,16 @@ def test_poet_found_in_the_default_folder(tiny, photo, isolated_home):
     assert_quatrain(poemgen.load(clip=tiny.clip, device="cpu").write(photo))
 
 
-def test_default_poet_not_cached_is_a_user_error(tiny):
+def test_default_poet_not_cached_falls_back_to_the_shipped_poet(tiny, caplog):
+    pipe = poemgen.load(clip=tiny.clip, device="cpu")
+    assert pipe.poet.format.name == "poem" and pipe.poet.name.endswith("mini")
+    [record] = [r for r in caplog.records if r.name == "poemgen"]
+    assert "hululuzhu/chinese-poem-t5-mengzi-finetune" in record.getMessage()
+
+
+def test_a_named_public_poet_not_cached_is_a_user_error(tiny):
     with pytest.raises(PoemgenError, match="hululuzhu/chinese-poem-t5-mengzi-finetune"):
-        poemgen.load(clip=tiny.clip, device="cpu")
+        poemgen.load(clip=tiny.clip, poet="hululuzhu/chinese-poem-t5-mengzi-finetune")
 
 
 def test_default_poet_from_the_cache(tiny, photo, hub_cache):
