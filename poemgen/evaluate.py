@@ -41,6 +41,11 @@ The metrics (every share is over the row's poems, shown as a percentage):
   one-character keyword, when the character occurs anywhere in the poem. A 明月 that jieba cuts
   as 明 | 月 is not found; this rewards poems that use the keyword as a word. Empty when the row
   has no keywords, or when jieba is not installed (`pip install jieba`).
+- **distinct-4, self-BLEU-4, copied lines, repeated line**: see `poemgen.metrics` (4-grams within
+  lines; each poem's BLEU-4 against the row's other poems; lines of 5+ characters found verbatim
+  in the `--train` corpus; poems with a line twice).
+- **log-prob/token** (`--poet` only): the poet's mean log-probability per generated token, from
+  its raw logits, so poems written under rules are scored as the poet alone would score them.
 - **BLEU-2** (`--poet` only): corpus BLEU over characters with n-grams up to 2 and uniform
   weights, each generated line against its one gold line: 100 · BP · sqrt(p1 · p2), where p_n
   sums over all lines the n-grams of the generated line clipped by their count in the gold line,

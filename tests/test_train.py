@@ -258,7 +258,7 @@ def test_form_batches_hold_one_form_each_and_follow_the_epoch():
     assert sorted(i for b in first for i in b) == list(range(len(forms)))
     assert all(len({forms[i] for i in batch}) == 1 for batch in first)
     assert len(first) == len(sampler) and sampler.batches() == first
-    sampler.set_epoch(1)
+    sampler.use_epoch(1)
     assert sampler.batches() != first
 
 

@@ -3,7 +3,8 @@
 Chromium is Debian's (`/usr/bin/chromium`, installed by .ci/run), driven by Playwright with
 its `executable_path`; nothing is downloaded. Without Chromium the browser tests are skipped,
 except where POEMGEN_REQUIRE_BROWSER=1 (CI) makes that a failure. Set POEMGEN_SCREENSHOTS to a
-folder to keep the screenshots (the README's comes from here).
+folder to keep the screenshots (the README's comes from here), and POEMGEN_SCREENSHOT_POET=mini
+to take them with the shipped poet instead of the tiny random one.
 """
 
 import base64
@@ -53,7 +54,8 @@ def server(tiny, tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-home")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "POEMGEN_HOME": str(home)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "poemgen", "serve", "--clip", tiny.clip, "--poet", tiny.poet,
+        [sys.executable, "-m", "poemgen", "serve", "--clip", tiny.clip,
+         "--poet", os.environ.get("POEMGEN_SCREENSHOT_POET") or tiny.poet,
          "--port", str(port), "--max-upload-mb", "1", "--rate", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="examples per device per step")
     p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--optimizer", choices=("adamw", "adafactor"), default="adamw",
+                   help="adafactor (T5's own, relative step sizes) suits training from scratch")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip gradients (0: never)")
     p.add_argument("--scheduler", default="linear", help="linear, cosine, constant_with_warmup …")
@@ -126,12 +128,14 @@ def poems_to_examples(batch: dict, indices: list[int], seed: int, keyword_dropou
 
 class FormBatches:
     """Batches of examples of one form each (so a batch of 五绝 is not padded to 七律's length),
-    in an order that changes with each epoch but is fixed by the seed, as exact resuming needs."""
+    in an order that changes with each epoch but is fixed by the seed, as exact resuming needs.
+    The epoch is set by `use_epoch`, not `set_epoch`: accelerate calls any `set_epoch` it finds
+    with its own count, which restarts at 0 in the loader that skips batches on resume."""
 
     def __init__(self, forms: list[int], batch_size: int, seed: int):
         self.forms, self.batch_size, self.seed, self.epoch = forms, batch_size, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
@@ -374,7 +378,8 @@ def train(args: argparse.Namespace) -> None:
     form_batches = FormBatches(forms, args.batch_size, args.seed) if args.group_by_form else None
     if form_batches:
         train_dataloader = DataLoader(tokenized["train"], batch_sampler=form_batches,
-                                      collate_fn=collator)
+                                      collate_fn=collator,
+                                      generator=torch.Generator().manual_seed(args.seed))
     else:
         train_dataloader = DataLoader(tokenized["train"], shuffle=True, collate_fn=collator,
                                       batch_size=args.batch_size,
@@ -388,7 +393,13 @@ def train(args: argparse.Namespace) -> None:
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
          "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=args.lr)
+    if args.optimizer == "adafactor":  # T5's own: steps relative to each weight's scale
+        from transformers.optimization import Adafactor
+
+        optimizer = Adafactor(groups, lr=args.lr, scale_parameter=True, relative_step=False,
+                              warmup_init=False)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=args.lr)
     steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes / args.grad_accum)
     max_steps = args.max_steps or args.epochs * steps_per_epoch
     scheduler = get_scheduler(args.scheduler, optimizer,
@@ -423,7 +434,7 @@ def train(args: argparse.Namespace) -> None:
     while completed_steps < max_steps:
         train_dataloader.set_epoch(epoch)
         if form_batches:
-            form_batches.set_epoch(epoch)
+            form_batches.use_epoch(epoch)
         batches = (accelerator.skip_first_batches(train_dataloader, batch_in_epoch)
                    if batch_in_epoch else train_dataloader)
         for batch in batches:
