@@ -22,9 +22,10 @@ KEYWORDS = [["明月", "孤舟", "寒梅"], ["春风", "杨柳"], ["白云", "�
 FORMS = [(4, 5), (4, 7), (8, 5), (8, 7)]
 FREE = dict(rhyme="none", tones="none", no_repeat=False)
 
-# measured with the poet committed in this tree, minus a margin (see the README's Evaluation)
-FLOORS = {"free_rhyme_xinyun": 0.0, "keyword_coverage": 0.0, "logprob": -9.0,
-          "free_logprob": -9.0}
+# Measured with the poet committed in this tree (session 1: keyword coverage 0.20, log-prob
+# per token -4.02 with the default rules and -3.54 without), minus a margin. The tests' random
+# poet scores about 0.005 and -8.9 (log 1/7,272): a poet that no longer writes verse fails.
+FLOORS = {"keyword_coverage": 0.10, "logprob": -4.6, "free_logprob": -4.1}
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +63,8 @@ def test_it_writes_every_form_with_the_default_rules(poet):
 
 def test_quality_floors(poet):
     free, bound = write(poet, **FREE), write(poet)
-    rhymes = [prosody.check("|".join(v.lines), rhyme="xinyun", tones="none").rhyme_ok
-              for v in free]
     row = score("shipped", [Sample(v.lines, k) for v, k in zip(bound, KEYWORDS)], pingshui=False)
-    measured = {"free_rhyme_xinyun": sum(rhymes) / len(rhymes),
-                "keyword_coverage": row["keyword_coverage"] / 100,
+    measured = {"keyword_coverage": row["keyword_coverage"] / 100,
                 "logprob": mean_logprob(bound), "free_logprob": mean_logprob(free)}
     print(measured)
     for name, floor in FLOORS.items():
