@@ -242,6 +242,21 @@ def test_from_scratch_builds_a_character_poet_that_poemgen_loads(scratch_config,
         assert len(verse.lines) == lines and all(len(line) == chars for line in verse.lines)
 
 
+def test_a_checkpoint_exports_as_a_16_bit_poet(scratch_config, tmp_path):
+    data = write_all_forms(tmp_path / "data", 24)
+    assert scratch(scratch_config, data, tmp_path / "run", "--max-steps", 4, "--batch-size", 4,
+                   "--checkpoint-every", 2) == 0
+    export = ROOT / "train" / "export.py"
+    subprocess.run([sys.executable, str(export), str(tmp_path / "run"), str(tmp_path / "poet"),
+                    "--checkpoint", "latest"], check=True, capture_output=True)
+    metadata = prompt.read_metadata(tmp_path / "poet")
+    assert metadata["steps"] == 4 and metadata["dtype"] == "float16"
+    assert metadata["prompt_format"] == "poem" and metadata["base_model"] == str(scratch_config)
+    assert all(v.dtype == torch.float16 for v in weights(tmp_path / "poet").values())
+    ((verse,),) = Poet.load(str(tmp_path / "poet")).write([["春江"]], PoemOptions(seed=0))
+    assert len(verse.lines) == 4
+
+
 def test_the_tokenizer_is_rebuilt_identically(scratch_config, tmp_path):
     data = write_all_forms(tmp_path / "data", 24)
     for name in ("a", "b"):

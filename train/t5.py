@@ -349,6 +349,8 @@ def train(args: argparse.Namespace) -> None:
                                f"({' '.join(str(e).split())[:160]})") from None
         if accelerator.is_main_process:  # with the tokenizer: a checkpoint can be exported
             model.config.save_pretrained(output_dir)
+            prompt.write_metadata(output_dir, chosen, steps=0, data=str(args.data),
+                                  **run_metadata(args))
     else:
         check_local("base model", args.model)
         try:
