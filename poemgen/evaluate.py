@@ -520,16 +520,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a Markdown table: percentages with one decimal, — where a metric is empty."""
-    def cell(value) -> str:
+    """The rows as a Markdown table: percentages with one decimal, the log-probability with two,
+    — where a metric is empty."""
+    def cell(value, key: str) -> str:
         if value is None:
             return "—"
-        return f"{value:.1f}" if isinstance(value, float) else str(value)
+        decimals = 2 if key == "logprob" else 1
+        return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(COLUMNS) + " |",
              "| " + " | ".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + " |"]
     for row in rows:
-        lines.append("| " + " | ".join(cell(row[key]) for key in KEYS) + " |")
+        lines.append("| " + " | ".join(cell(row[key], key) for key in KEYS) + " |")
     return "\n".join(lines)
 
 
