@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from poemgen.errors import PoemgenError
+from poemgen.variants import standardize  # OpenCC itself loads on first use
 
 NAME = "chinese-poetry"
 REPOSITORY = "https://github.com/chinese-poetry/chinese-poetry"
@@ -93,8 +94,6 @@ def split_lines(paragraphs: list[str]) -> list[str]:
 
 def parse(item, dynasty: str) -> tuple[dict | None, str]:
     """One poem of a source file -> (record without keywords, "") or (None, reason)."""
-    from poemgen.variants import standardize
-
     if not isinstance(item, dict) or not isinstance(item.get("paragraphs"), list) or not all(
             isinstance(p, str) for p in item["paragraphs"]):
         return None, "missing field"

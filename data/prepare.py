@@ -47,7 +47,6 @@ CORPORA = {"ccpc": ccpc, "chinese-poetry": chinese_poetry}
 SPLITS = ("train", "valid", "test")
 CRRD_URL = "https://raw.githubusercontent.com/THUNLP-AIPoet/Datasets/master/CRRD/{name}"
 CRRD_PAGE = "https://github.com/THUNLP-AIPoet/Datasets/tree/master/CRRD"
-URL, PAGE = ccpc.URL, ccpc.PAGE
 
 
 # -----------------------------------------------------------------------------
@@ -293,7 +292,7 @@ def held_out(pool: list[dict], sizes: tuple[int, ...], seed: int) -> list[list[d
     return parts
 
 
-def read_corpus(args: argparse.Namespace, out: Path, paths: dict[str, Path]
+def read_corpus(args: argparse.Namespace, paths: dict[str, Path]
                 ) -> tuple[dict[str, list[dict]], dict[str, Counter]]:
     """The three output splits, and skip counts by source split."""
     excluded = excluded_lines(args.exclude)
@@ -347,7 +346,7 @@ def prepare(args: argparse.Namespace) -> int:
         print(f"{out}: up to date (same sources and options); --force rewrites it")
         return 0
 
-    output, skipped = read_corpus(args, out, paths)
+    output, skipped = read_corpus(args, paths)
     manifest["counts"] = {split: len(output[split]) for split in SPLITS}
     manifest["skipped"] = {split: {r: reasons[r] for r in corpus.REASONS if reasons[r]}
                            for split, reasons in skipped.items()}  # by source split

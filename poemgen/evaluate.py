@@ -321,8 +321,8 @@ def write_next_lines(poet, gold: list[Sample], options, batch_size: int = DEFAUL
     return result
 
 
-def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str]
-             ) -> tuple[dict, list[Sample]]:
+def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str],
+             train_lines: set[str] | None = None) -> tuple[dict, list[Sample]]:
     """Load the poet, write for the gold prompts, and score; also the poems written. What
     the user should know is added to `notes`."""
     import torch
@@ -370,7 +370,7 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str]
         save_poems(args.save, verses, gold)
     logprob = sum(v.logprob for v in verses) / max(sum(v.tokens for v in verses), 1)
     return score(args.poet, written, args.crrd, pingshui, bleu_2,
-                 training_lines=training_lines(args.train), logprob=logprob), written
+                 training_lines=train_lines, logprob=logprob), written
 
 
 def training_lines(path: str | None) -> set[str] | None:
@@ -500,14 +500,15 @@ def run(args: argparse.Namespace) -> int:
     pingshui = pingshui_available(args.crrd, notes)
     if jieba_cut() is None:
         notes.append("jieba is not installed (pip install jieba); keyword coverage is left empty")
+    train_lines = training_lines(args.train)  # read once, for every row
     rows = []
     if args.poet:
-        rows.append(poet_row(args, pingshui, notes)[0])
+        rows.append(poet_row(args, pingshui, notes, train_lines)[0])
     else:
         samples = [(path, read_poems(path, args.limit)) for path in args.poems]  # errors first
         for path, poems in samples:
             rows.append(score(path, poems, args.crrd, pingshui,
-                              training_lines=training_lines(args.train)))
+                              training_lines=train_lines))
     for message in notes:
         print(f"poemgen: note: {message}", file=sys.stderr)
     if args.json:
