@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
+from pathlib import Path
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("poemgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 class _StderrLines(logging.Handler):
@@ -264,33 +270,66 @@ def build_check_parser() -> argparse.ArgumentParser:
     from poemgen.options import RHYMES, TONES
 
     parser = argparse.ArgumentParser(
-        prog="poemgen check", description="Check a poem against the rules of classical verse: "
-        "line lengths, tone template, rhyme and repeated characters. Exit 0 when it keeps "
-        "them, 1 when it breaks one.")
-    parser.add_argument("text", metavar="TEXT", help="the poem, e.g. 床前明月光，疑是地上霜。…")
+        prog="poemgen check", description="Check poems against the rules of classical verse: "
+        "line lengths, tone template (with the accepted 拗救 variants), rhyme and repeated "
+        "characters. Exit 0 when every poem keeps them, 1 when one breaks one.")
+    parser.add_argument("text", metavar="TEXT|FILE|-",
+                        help="a poem (床前明月光，疑是地上霜。…), a UTF-8 file of poems, or - for "
+                             "standard input; poems in a file are separated by blank lines")
     parser.add_argument("--rhyme", choices=RHYMES, default="xinyun")
     parser.add_argument("--tones", choices=TONES, default="loose")
-    parser.add_argument("--reduplication", action="store_true",
-                        help="allow doubled characters such as 萋萋")
+    parser.add_argument("--no-repeats", action="store_true",
+                        help="fail a poem that uses a character twice (reported either way)")
+    parser.add_argument("--no-reduplication", action="store_true",
+                        help="count doubled characters such as 萋萋 as repeats too")
     parser.add_argument("--crrd", metavar="DIR", help="folder of the 平水韵 tables")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per poem")
     return parser
+
+
+def read_poems(source: str) -> list[str]:
+    """The poems of `source`: standard input for "-", a file's when it is one, else the text."""
+    if source == "-":
+        text = sys.stdin.read()
+        where = "standard input"
+    elif os.path.isfile(source):
+        try:
+            text = Path(source).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise PoemgenError(f"cannot read {source} ({type(e).__name__}); give a UTF-8 text "
+                               "file of poems separated by blank lines") from None
+        where = source
+    else:
+        return [source]
+    poems = [poem.strip() for poem in re.split(r"\n\s*\n", text) if poem.strip()]
+    if not poems:
+        raise PoemgenError(f"{where} has no poem; give poems separated by blank lines")
+    return poems
 
 
 def check_poem(args: argparse.Namespace) -> int:
     from poemgen.prosody import check
 
-    result = check(args.text, rhyme=args.rhyme, tones=args.tones, crrd=args.crrd,
-                   allow_reduplication=args.reduplication)
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
+    failed = False
+    for n, text in enumerate(read_poems(args.text)):
+        result = check(text, rhyme=args.rhyme, tones=args.tones, crrd=args.crrd,
+                       allow_reduplication=not args.no_reduplication,
+                       no_repeats=args.no_repeats)
+        failed |= not result.ok
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False))
+            continue
+        if n:
+            print()
         print(f"{result.form or '?'}  {result.rhyme_system}  template {result.template or '-'}"
               f"  rhyme group {' '.join(result.rhyme_group) or '-'}")
         for line in result.lines:
-            print(f"  {line.text}  {line.tones}  (template {line.template})")
+            variant = f", {line.variant}" if line.variant else ""
+            print(f"  {line.text}  {line.tones}  (template {line.template}{variant})")
         print("ok" if result.ok else "not ok: " + "; ".join(result.reasons))
-    return 0 if result.ok else 1
+        for note in result.notes:
+            print(f"note: {note}")
+    return 1 if failed else 0
 
 
 # --- poemgen eval: implemented in poemgen/evaluate.py ----------------------------------------

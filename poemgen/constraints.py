@@ -157,26 +157,32 @@ class RhymePool:
 
 
 class VersePlan:
-    """The tone templates of one form under one set of rules, as per-position tone bits."""
+    """The tone templates of one form under one set of rules, as per-position tone bits.
+
+    Each line may be written in any of its template line's `prosody.line_options` (the line
+    itself or an accepted variant such as 特拗), so a line's tone state is a bit set over its
+    *choices*, the (template, option) pairs of that line, as the checker reads them."""
 
     def __init__(self, form: Form, rules: Rules, table: TokenTable,
                  system: SystemTable | None):
         self.form, self.rules, self.table, self.system = form, rules, table, system
         if rules.tones == "none":
-            self.templates = (prosody.Template("自由", ("*" * form.chars,) * form.lines,
+            self.templates = (prosody.Template("自由", (prosody.PING * form.chars,) * form.lines,
                                                tuple(range(1, form.lines, 2))),)
         else:
             self.templates = prosody.templates(form)
-        free = prosody.free_positions(form.chars, rules.tones) if rules.tones != "none" else \
-            frozenset(range(form.chars))
-        pattern = torch.zeros((len(self.templates), form.lines, form.chars + MAX_TOKEN_CHARS),
-                              dtype=torch.uint8)
-        for t, template in enumerate(self.templates):
-            for line, tones in enumerate(template.lines):
-                for q, tone in enumerate(tones):
-                    pattern[t, line, q] = FREE if q in free or tone == "*" else \
-                        (PING if tone == prosody.PING else ZE)
-        self.pattern = pattern
+        self.choices: list[list[tuple[int, prosody.LineOption]]] = [
+            [(t, option) for t, template in enumerate(self.templates)
+             for option in prosody.line_options(template.lines[line], rules.tones)]
+            for line in range(form.lines)]
+        bits = {prosody.EITHER: FREE, prosody.PING: PING, prosody.ZE: ZE}
+        self.patterns = []  # per line: (choices, chars + MAX_TOKEN_CHARS) tone bits
+        for choices in self.choices:
+            pattern = torch.full((len(choices), form.chars + MAX_TOKEN_CHARS), FREE,
+                                 dtype=torch.uint8)
+            for c, (_, option) in enumerate(choices):
+                pattern[c, : form.chars] = torch.tensor([bits[m] for m in option.tones])
+            self.patterns.append(pattern)
         self.all_templates = (1 << len(self.templates)) - 1
         self.rhyme_lines = [frozenset(t.rhymes) for t in self.templates]
         self._fits: dict[tuple[int, int], torch.Tensor] = {}
@@ -184,14 +190,14 @@ class VersePlan:
         self.acrostic = [table.index.get(c, -1) for c in rules.acrostic]
 
     def fits(self, line: int, position: int) -> torch.Tensor:
-        """(templates, vocab): the token's characters keep each template's tones from here."""
+        """(choices, vocab): the token's characters keep each choice's tones from here."""
         key = (line, position)
         if key not in self._fits:
             chars = self.table.chars.clamp(min=0)
-            ok = torch.ones((len(self.templates), len(chars)), dtype=torch.bool)
+            ok = torch.ones((len(self.choices[line]), len(chars)), dtype=torch.bool)
             if self.system is not None:
                 for j in range(MAX_TOKEN_CHARS):
-                    bits = self.pattern[:, line, position + j].unsqueeze(1)  # (templates, 1)
+                    bits = self.patterns[line][:, position + j].unsqueeze(1)  # (choices, 1)
                     keeps = (self.system.token_tones[:, j].unsqueeze(0) & bits) != 0
                     ok &= keeps | (chars <= j).unsqueeze(0)
             self._fits[key] = ok
@@ -206,12 +212,39 @@ class VersePlan:
             return ok | ((chars == 0) & leading) if opening else ok & ~leading
         return _cached(self._masks, ("length", remaining, opening), build)
 
-    def tones_ok(self, line: int, position: int, templates: int) -> torch.Tensor:
-        """(vocab,): tokens that keep the tones of one of the `templates` (a bit set) from here."""
+    def tones_ok(self, line: int, position: int, choices: int) -> torch.Tensor:
+        """(vocab,): tokens that keep the tones of one of the `choices` (a bit set) from here."""
         def build():
             fits = self.fits(line, position)
-            return fits[[t for t in range(len(self.templates)) if templates >> t & 1]].any(dim=0)
-        return _cached(self._masks, ("tones", line, position, templates), build)
+            return fits[[c for c in range(len(fits)) if choices >> c & 1]].any(dim=0)
+        return _cached(self._masks, ("tones", line, position, choices), build)
+
+    def templates_of(self, line: int, choices: int) -> int:
+        """The templates (a bit set) of a line's `choices`."""
+        return sum({1 << t for c, (t, _) in enumerate(self.choices[line]) if choices >> c & 1})
+
+    def start_choices(self, line: int, state: "PoemState") -> int:
+        """The choices open to `line` (a bit set): those of the templates still possible that
+        may follow the choices its 出句 was written in (a 拗 出句 wants its rescue; a rescue
+        wants a 拗 出句)."""
+        before = state.choices if line % 2 == 1 else None
+        key = ("start", line, state.templates, before)
+        if key not in self._masks:
+            allowed = 0
+            for c, (t, option) in enumerate(self.choices[line]):
+                if not state.templates >> t & 1:
+                    continue
+                if before is None:
+                    ok = not option.only_as_rescue
+                else:
+                    ok = any(prosody.couplet_ok(first, option)
+                             for b, (s, first) in enumerate(self.choices[line - 1])
+                             if s == t and before >> b & 1)
+                allowed |= ok << c
+            # after a relaxed line nothing may follow: any choice of the templates left
+            self._masks[key] = allowed or sum(1 << c for c, (t, _) in enumerate(self.choices[line])
+                                              if state.templates >> t & 1)
+        return self._masks[key]
 
     def acrostic_ok(self, line: int, opening: bool) -> torch.Tensor:
         """(vocab,): tokens that keep the characters of later lines' acrostic for them and, at
@@ -271,6 +304,7 @@ class PoemState:
     """What one poem's earlier lines fix for the next: templates, rhyme group, used characters."""
 
     templates: int
+    choices: int | None = None  # the last line's choices still possible (see `VersePlan`)
     group: torch.Tensor | None = None  # allowed rhyme groups (bool per group), once chosen
     used: set[int] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
@@ -282,8 +316,10 @@ def initial_state(plan: VersePlan) -> PoemState:
         state.group = torch.tensor([g == plan.rules.rhyme_group for g in plan.system.group_names])
     if plan.acrostic and plan.system is not None and plan.rules.tones != "none":
         # keep only the templates whose first tones the acrostic's characters can take
-        fitting = sum(1 << t for t in range(len(plan.templates))
-                      if all(_keeps(plan, t, line, 0, char) for line, char in enumerate(plan.acrostic)))
+        fitting = sum(1 << t for t in range(len(plan.templates)) if all(
+            any(s == t and _keeps(plan, line, c, 0, char)
+                for c, (s, _) in enumerate(plan.choices[line]))
+            for line, char in enumerate(plan.acrostic)))
         state.templates = fitting or state.templates
     return state
 
@@ -293,16 +329,17 @@ def update_state(plan: VersePlan, state: PoemState, line_index: int, line: str) 
     index = plan.table.index
     ids = [index.get(c, -1) for c in line]
     if plan.system is not None and plan.rules.tones != "none":
-        alive = 0
-        for t in range(len(plan.templates)):
-            if state.templates >> t & 1 and all(
-                    _keeps(plan, t, line_index, q, i) for q, i in enumerate(ids)):
-                alive |= 1 << t
+        start = plan.start_choices(line_index, state)
+        alive = sum(1 << c for c in range(len(plan.choices[line_index]))
+                    if start >> c & 1 and all(_keeps(plan, line_index, c, q, i)
+                                              for q, i in enumerate(ids)))
         if line_index == 0:  # a first line that may or may not rhyme is taken as not rhyming
-            not_rhyming = sum(1 << t for t in range(len(plan.templates))
-                              if alive >> t & 1 and 0 not in plan.rhyme_lines[t])
+            not_rhyming = sum(1 << c for c, (t, _) in enumerate(plan.choices[0])
+                              if alive >> c & 1 and 0 not in plan.rhyme_lines[t])
             alive = not_rhyming or alive
-        state.templates = alive or state.templates  # a relaxed line keeps the earlier choice
+        if alive:
+            state.templates = plan.templates_of(line_index, alive)
+        state.choices = alive or start  # a relaxed line keeps the earlier templates
     if plan.rules.rhyme != "none" and plan.rhymes(line_index, state.templates) and ids[-1] >= 0:
         groups = plan.system.char_groups[ids[-1]].clone()
         if plan.rules.tones != "none":
@@ -315,8 +352,8 @@ def update_state(plan: VersePlan, state: PoemState, line_index: int, line: str) 
     state.used.update(i for i in ids if i >= 0)
 
 
-def _keeps(plan: VersePlan, template: int, line: int, position: int, char: int) -> bool:
-    bits = int(plan.pattern[template, line, position])
+def _keeps(plan: VersePlan, line: int, choice: int, position: int, char: int) -> bool:
+    bits = int(plan.patterns[line][choice, position])
     tone = int(plan.system.char_tones[char]) if char >= 0 else UNKNOWN
     return bool(bits & tone)
 
@@ -338,7 +375,7 @@ class _LineSoFar:
 
     row: int
     tokens: tuple[int, ...]
-    templates: int
+    choices: int  # the line's choices (template and variant) its characters keep
     position: int = 0
     chars: list[int] = field(default_factory=list)
     blocked: torch.Tensor | None = None  # its own repeat mask, once the line has characters
@@ -443,21 +480,22 @@ class VerseProcessor(LogitsProcessor):
         `tokens` continues it, else replayed from the start."""
         line = self._lines.get(row)
         if line is None or line.tokens != tokens[:len(line.tokens)]:
-            line = self._lines[row] = _LineSoFar(row, (), self.states[row].templates)
+            line = self._lines[row] = _LineSoFar(
+                row, (), self.plan.start_choices(self.line, self.states[row]))
         for token in tokens[len(line.tokens):]:
             self._extend(line, token)
         line.tokens = tokens
         return line
 
     def _extend(self, line: _LineSoFar, token: int) -> None:
-        """Add one token to a line: its characters, the templates it keeps, its repeat mask."""
+        """Add one token to a line: its characters, the choices it keeps, its repeat mask."""
         plan, table = self.plan, self.plan.table
         if token >= len(table.lengths) or table.lengths[token] <= 0:
             return
         if plan.system is not None and plan.rules.tones != "none":
             fits = plan.fits(self.line, line.position)[:, token].tolist()
-            line.templates = sum(1 << t for t in range(len(plan.templates))
-                                 if line.templates >> t & 1 and fits[t]) or line.templates
+            line.choices = sum(1 << c for c, keeps in enumerate(fits)
+                               if line.choices >> c & 1 and keeps) or line.choices
         new = table.char_ids[token, : table.lengths[token]].tolist()
         line.position += len(new)
         line.chars += new
@@ -472,12 +510,12 @@ class VerseProcessor(LogitsProcessor):
         plan, rules = self.plan, self.plan.rules
         opening = not line.tokens and self.opens_text
         rhyme = self._rhyme_key(self._poem(line.row), line) if rules.rhyme != "none" else None
-        key = ("rules", line.position, opening, line.templates, rhyme)
+        key = ("rules", line.position, opening, line.choices, rhyme)
 
         def build():
             broken = _broken(plan.length_ok(plan.form.chars - line.position, opening), LENGTH_BIT)
             if plan.system is not None and rules.tones != "none":
-                broken |= _broken(plan.tones_ok(self.line, line.position, line.templates),
+                broken |= _broken(plan.tones_ok(self.line, line.position, line.choices),
                                   RULE_BIT["tones"])
             if rhyme is not None:
                 broken |= _broken(self._rhyme_ok(rhyme), RULE_BIT["rhyme"])
@@ -497,7 +535,7 @@ class VerseProcessor(LogitsProcessor):
         counts = plan.group_counts(used)
         scarce = self._scarce_rhymes(poem, counts, used) \
             if poem.group is not None and plan.rules.no_repeat else None
-        if plan.rhymes(self.line, line.templates):
+        if plan.rhymes(self.line, plan.templates_of(self.line, line.choices)):
             # a rhyme must leave a group that can still carry the rhymes to come
             viable = plan.viable_group_ids(counts, self.line)
             if poem.group is None:

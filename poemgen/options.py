@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from poemgen.errors import PoemgenError
 from poemgen.prompt import Form
+from poemgen.variants import standardize
 
 
 class OptionsError(PoemgenError, ValueError):
@@ -45,12 +46,13 @@ _WORD_SEPARATORS = re.compile(r"[,，、\s]+")
 
 
 def split_words(text: str, what: str = "keywords") -> list[str]:
-    """Chinese words from a list typed by a person: 明月,孤舟 / 明月，孤舟 / 明月、孤舟."""
+    """Chinese words from a list typed by a person: 明月,孤舟 / 明月，孤舟 / 明月、孤舟, in
+    standard characters (明月,孤舟 for 明月,孤舟 typed in traditional or variant forms)."""
     words = [word for word in _WORD_SEPARATORS.split(text or "") if word]
     wrong = [word for word in words if not _CHINESE_WORDS.match(word)]
     if wrong:
         raise OptionsError(f"{what} must be Chinese words such as 明月,孤舟; got {wrong[0]!r}")
-    return words
+    return [standardize(word) for word in words]
 
 
 # The options as the CLI's flags and the HTTP API's fields name them (see `from_flags`)
@@ -120,6 +122,8 @@ class PoemOptions:
             if not _CHINESE_WORDS.match(value):
                 raise OptionsError(f"{name} must be Chinese characters (words separated by "
                                    f"spaces), got {value!r}")
+            if value:  # the poet knows the standard forms only: 風 and 劒 are 风 and 剑 to it
+                object.__setattr__(self, name, standardize(value))
         if self.rhyme not in RHYMES:
             raise OptionsError(f"rhyme must be one of {', '.join(RHYMES)}, got {self.rhyme!r}")
         if self.tones not in TONES:

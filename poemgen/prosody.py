@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -57,9 +57,7 @@ class Reading(NamedTuple):
 
     tones: frozenset[str]
     groups: frozenset[str]
-
-
-_NOTHING = Reading(frozenset(), frozenset())
+    modern: bool = False  # the tones are the modern reading's: the 平水韵 tables lack it
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,15 @@ def _read_crrd(folder: Path) -> RhymeSystem:
         table[char] = Reading(frozenset(tones),
                               frozenset(level.get(char, set()) | oblique.get(char, set())))
     names = PINGSHUI_LEVEL_GROUPS + tuple(f"{ZE}{n}" for n in range(1, len(zesheng) + 1))
-    return RhymeSystem("pingshui", "平水韵", names, lambda char: table.get(char, _NOTHING))
+
+    def reading(char: str) -> Reading:
+        # A rare character the tables lack (逈, 𫄨 …) takes the tones of its modern reading,
+        # marked as such, rather than failing every position it stands in; it rhymes with nothing.
+        found = table.get(char)
+        if found is None:
+            return Reading(_xinyun_reading(char).tones, frozenset(), modern=True)
+        return found
+    return RhymeSystem("pingshui", "平水韵", names, reading)
 
 
 def crrd_folder(crrd: str | os.PathLike | None = None) -> Path:
@@ -214,9 +220,30 @@ def load_system(name: str, crrd: str | os.PathLike | None = None) -> RhymeSystem
     folder = crrd_folder(crrd) if name == "pingshui" else None
     key = (name, None if folder is None else str(folder))
     if key not in _SYSTEMS:
-        _SYSTEMS[key] = (_read_crrd(folder) if folder is not None else
-                         RhymeSystem("xinyun", "中华新韵", XINYUN_GROUPS, _xinyun_reading))
+        system = (_read_crrd(folder) if folder is not None else
+                  RhymeSystem("xinyun", "中华新韵", XINYUN_GROUPS, _xinyun_reading))
+        _SYSTEMS[key] = replace(system, reading=_with_standard_forms(system.reading))
     return _SYSTEMS[key]
+
+
+def _with_standard_forms(reading: Callable[[str], Reading]) -> Callable[[str], Reading]:
+    """`reading`, which reads a character it does not know as its standard form (疎 as 疏, 劒
+    as 剑: `poemgen.variants.standardize`). Known characters are read as they are, so a
+    simplified text is never re-converted one character at a time (乾坤 would lose its 乾)."""
+    @functools.lru_cache(maxsize=None)
+    def read(char: str) -> Reading:
+        found = reading(char)
+        if found.groups or (found.tones and not found.modern):
+            return found
+        from poemgen.variants import standardize
+
+        standard = standardize(char)
+        if len(standard) == 1 and standard != char:
+            other = reading(standard)
+            if other.groups or (other.tones and not other.modern):
+                return other
+        return found
+    return read
 
 
 # --- tone templates (格律) -------------------------------------------------------------------------
@@ -275,6 +302,95 @@ def free_positions(chars: int, tones: str) -> frozenset[int]:
     return frozenset(range(0, chars - 2, 2)) if tones == "loose" else frozenset()
 
 
+# --- accepted variants (拗句) ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LineVariant:
+    """An accepted departure from one of the four five-character line types. A seven-character
+    line takes it with its type's two leading characters in front (positions shift by 2)."""
+
+    name: str
+    line_type: str                  # the five-character type it stands in for
+    tones: str                      # its five-character tones
+    fixed: frozenset[int] = frozenset()  # positions 一三五不论 does not free in it
+    needs_rescue: bool = False      # a 拗 出句: its 对句 must be one that `rescues`
+    rescues: bool = False           # a 对句 whose third character (五言) is 平
+    only_as_rescue: bool = False    # accepted only after a 拗 出句
+
+
+# The accepted variants, after 王力《汉语诗律学》(1958) §8 (特定的平仄格式) and §9 (拗救), as
+# summarised in his 《诗词格律》 ch. 2 §4. Every rule of the checker and of the generation masks
+# that goes beyond the four templates is in this table and in `LOOSE_FIXED`.
+VARIANTS: tuple[LineVariant, ...] = (
+    # 平平平仄仄 written 平平仄平仄 (杜甫 千载琵琶作胡语): fully accepted, no rescue needed.
+    # 王力 wants its first character (七言: third) 平; strict asks that, while loose frees it
+    # as it frees every first character, as the masters did (王维 送君尽惆怅).
+    LineVariant("特拗", "平平平仄仄", "平平仄平仄", frozenset({2})),
+    # 出句 拗 at the fourth character (第三字 also 仄 or not), rescued by making the 对句's third
+    # character 平 (对句相救).
+    LineVariant("出句拗", "仄仄平平仄", "仄仄平仄仄", needs_rescue=True),
+    LineVariant("出句拗", "仄仄平平仄", "仄仄仄仄仄", needs_rescue=True),
+    LineVariant("对句救", "平平仄仄平", "平平平仄平", frozenset({2}), rescues=True,
+                only_as_rescue=True),
+    # 孤平拗救: a 仄 first character of 平平仄仄平 is rescued by a 平 third (仄平平仄平).
+    LineVariant("孤平拗救", "平平仄仄平", "仄平平仄平", frozenset({2}), rescues=True),
+)
+# 孤平: 一三五不论 never frees the first character of 平平仄仄平 (七言: the third of
+# 仄仄平平仄仄平), since 仄平仄仄平 leaves the line one 平 besides its rhyme; only the rescue above
+# may make it 仄.
+LOOSE_FIXED: dict[str, frozenset[int]] = {"平平仄仄平": frozenset({0})}
+GU_PING = "孤平"
+
+
+class LineOption(NamedTuple):
+    """One way of writing a template line under a tone mode."""
+
+    variant: str        # "" for the template's own line, else the variant's name
+    tones: str          # per position 平, 仄, or * (not checked under the mode)
+    fixed: frozenset[int]  # positions the mode would free but this option does not
+    needs_rescue: bool = False
+    rescues: bool = False
+    only_as_rescue: bool = False
+
+    def errors(self, tones: list[frozenset[str]]) -> list[int]:
+        """Positions whose character's `tones` do not include the option's tone."""
+        return [j for j, (found, tone) in enumerate(zip(tones, self.tones))
+                if tone != EITHER and tone not in found]
+
+
+def couplet_ok(first: LineOption, second: LineOption) -> bool:
+    """Whether a 出句 written as `first` may be followed by a 对句 written as `second`."""
+    return (second.rescues or not first.needs_rescue) and \
+        (first.needs_rescue or not second.only_as_rescue)
+
+
+@functools.lru_cache(maxsize=None)
+def line_options(line: str, tones: str) -> tuple[LineOption, ...]:
+    """The ways a template line (five or seven characters of 平/仄) may be written under a tone
+    mode: the line itself with the mode's free positions, then its accepted variants."""
+    _check_tone_mode(tones)
+    if tones == "none":
+        return (LineOption("", EITHER * len(line), frozenset()),)
+    shift = len(line) - 5
+    free = free_positions(len(line), tones)
+    prefix, five = line[:shift], line[shift:]
+
+    def option(name: str, pattern: str, fixed: frozenset[int], **flags) -> LineOption:
+        fixed = frozenset(p + shift for p in fixed)
+        marks = "".join(EITHER if j in free - fixed else tone for j, tone in enumerate(pattern))
+        return LineOption(name, marks, fixed & free, **flags)
+
+    options = [option("", line, LOOSE_FIXED.get(five, frozenset()) if tones == "loose"
+                      else frozenset())]
+    for v in VARIANTS:
+        if v.line_type == five:
+            found = option(v.name, prefix + v.tones, v.fixed, needs_rescue=v.needs_rescue,
+                           rescues=v.rescues, only_as_rescue=v.only_as_rescue)
+            if all(found[1:] != known[1:] for known in options):  # loose merges some
+                options.append(found)
+    return tuple(options)
+
+
 # --- the checker ---------------------------------------------------------------------------------
 
 _SEPARATORS = re.compile(r"[，。！？；、,.!?;|\s]+")
@@ -298,13 +414,15 @@ class LineReport:
     rhyme_char: str | None       # the last character, for lines that must rhyme
     rhyme_groups: list[str]      # its rhyme groups
     repeats: list[str]           # characters already used earlier in the poem or the line
+    variant: str = ""            # the accepted variant the line is written in (特拗 …), if any
 
 
 @dataclass
 class CheckResult:
     """The verdict on a poem; `to_dict()` is ready for JSON."""
 
-    ok: bool                     # a valid form that rhymes, keeps its tones and repeats nothing
+    ok: bool                     # a valid form that rhymes and keeps its tones (and, when
+                                 # asked with no_repeats, repeats nothing)
     form: str | None             # e.g. 五言绝句; None when the shape is not a 绝句 or 律诗
     rhyme_system: str            # xinyun, pingshui or none
     template: str | None         # the best-fitting template's name
@@ -314,6 +432,7 @@ class CheckResult:
     rhyme_group: list[str]       # the group(s) all rhyming lines share
     lines: list[LineReport]
     reasons: list[str]           # one human-readable line per failure
+    notes: list[str] = field(default_factory=list)  # what is worth knowing but breaks no rule
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -359,21 +478,43 @@ def _shape_problems(lines: list[str]) -> list[str]:
 
 class _Fit(NamedTuple):
     template: Template
+    options: list[LineOption]    # per line, how it is written (the template's line or a variant)
     errors: list[list[int]]      # per line, the enforced tone errors
     shared: frozenset[str]       # groups shared by the rhyming lines' last characters
     key: tuple
 
 
-def _fit(template: Template, index: int, lines: list[str], system: RhymeSystem,
-         free: frozenset[int], rhyme: bool) -> _Fit:
-    """How well a poem fits a template; a character of unknown tone fits no tone."""
+def _best_options(template: Template, tones: list[list[frozenset[str]]], mode: str
+                  ) -> tuple[list[LineOption], list[list[int]]]:
+    """Per couplet, the pair of line options with the fewest tone errors (then the fewest
+    variants) that may follow each other."""
+    options, errors = [], []
+    for i in range(0, len(tones), 2):
+        pairs = []
+        for first in line_options(template.lines[i], mode):
+            if first.only_as_rescue:  # a 出句 has no 拗 line before it to rescue
+                continue
+            wrong_first = first.errors(tones[i])
+            for second in line_options(template.lines[i + 1], mode):
+                if couplet_ok(first, second):
+                    wrong_second = second.errors(tones[i + 1])
+                    pairs.append((len(wrong_first) + len(wrong_second),
+                                  bool(first.variant) + bool(second.variant),
+                                  first, second, wrong_first, wrong_second))
+        _, _, first, second, wrong_first, wrong_second = min(pairs, key=lambda p: p[:2])
+        options += [first, second]
+        errors += [wrong_first, wrong_second]
+    return options, errors
+
+
+def _fit(template: Template, index: int, lines: list[str], tones: list[list[frozenset[str]]],
+         system: RhymeSystem, mode: str, rhyme: bool) -> _Fit:
+    """How well a poem fits a template, given each character's `tones`."""
+    options, errors = _best_options(template, tones, mode)
     loose = free_positions(len(lines[0]), "loose")
-    errors, loose_errors = [], 0
-    for line, pattern in zip(lines, template.lines):
-        wrong = [j for j, (char, tone) in enumerate(zip(line, pattern))
-                 if tone not in system.tones(char)]
-        errors.append([j for j in wrong if j not in free])
-        loose_errors += sum(j not in loose for j in wrong)
+    loose_errors = sum(tone not in found and j not in loose
+                       for line, pattern in zip(tones, template.lines)
+                       for j, (found, tone) in enumerate(zip(line, pattern)))
     shared = frozenset.intersection(*(system.groups(lines[i][-1]) for i in template.rhymes))
     # Rhymes first, so that whether a poem rhymes never depends on the tone mode: a template
     # whose rhymes hold; then the fewest enforced tone errors; then the more rhyming lines (the
@@ -388,16 +529,28 @@ def _fit(template: Template, index: int, lines: list[str], system: RhymeSystem,
         rhyme_fails, more_rhymes = 0, -len(template.rhymes)
     else:
         rhyme_fails, more_rhymes = 1, len(template.rhymes)  # blame as few lines as it can
-    key = (rhyme_fails, sum(map(len, errors)), more_rhymes, loose_errors, index)
-    return _Fit(template, errors, shared, key)
+    variants = sum(bool(option.variant) for option in options)
+    key = (rhyme_fails, sum(map(len, errors)), more_rhymes, loose_errors, variants, index)
+    return _Fit(template, options, errors, shared, key)
+
+
+def _tone_reason(i: int, line: str, option: LineOption, errors: list[int], template: str) -> str:
+    wrong = ", ".join(f"{line[j]} (char {j + 1}) should be {option.tones[j]}"
+                      + (f" ({GU_PING})" if j in option.fixed and not option.variant else "")
+                      for j in errors)
+    return f"line {i + 1} {line}: {wrong} ({template}{', ' + option.variant if option.variant else ''})"
 
 
 def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
-          crrd: str | os.PathLike | None = None, allow_reduplication: bool = True) -> CheckResult:
+          crrd: str | os.PathLike | None = None, allow_reduplication: bool = True,
+          no_repeats: bool = False) -> CheckResult:
     """Check a poem's form, rhyme, tones and repeated characters.
 
     `rhyme` is "xinyun", "pingshui" (tables from `crrd`, see `load_system`) or "none" (no rhyme
-    rule; tones then come from 中华新韵). `tones` is "loose" (一三五不论), "strict" or "none".
+    rule; tones then come from 中华新韵). `tones` is "loose" (一三五不论, but no 孤平), "strict"
+    or "none"; both accept the variants of `VARIANTS` and say which line uses one. Repeated
+    characters are reported, and fail the poem only with `no_repeats` (the masters repeat:
+    萧萧, 滚滚). A character the system does not know is read as its standard form (疎 as 疏).
     A poem of the wrong shape is a failed result, not an exception; an unknown system or mode,
     or missing 平水韵 tables, raise ProsodyError.
     """
@@ -408,9 +561,21 @@ def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
     system = load_system("xinyun" if rhyme == "none" else rhyme, crrd)
     lines = split_lines(text)
     marks = ["".join(_mark(system.tones(char)) for char in line) for line in lines]
+    # a character no table knows is not held against the poem; one only the modern reading
+    # knows is read so; both are said
+    char_tones = [[system.tones(char) or frozenset((PING, ZE)) for char in line]
+                  for line in lines]
+    hanzi = [c for line in lines for c in line if is_hanzi(c)]
+    unknown = "".join(dict.fromkeys(c for c in hanzi if not system.tones(c)))
+    modern = "".join(dict.fromkeys(c for c in hanzi if system.reading(c).modern
+                                   and system.tones(c)))
     repeats = _repeats(lines, allow_reduplication)
     repeat_reasons = [f"line {i + 1} {line} repeats {''.join(chars)}"
                       for i, (line, chars) in enumerate(zip(lines, repeats)) if chars]
+    failing_repeats = repeat_reasons if no_repeats else []
+    notes = ([] if no_repeats else repeat_reasons) + \
+        ([f"{system.title} tables lack {modern}: tones of the modern reading"] if modern else []) + \
+        ([f"tone of {unknown} unknown: not checked"] if unknown else [])
 
     problems = _shape_problems(lines)
     if problems:
@@ -418,36 +583,34 @@ def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
                    for line, mark, chars in zip(lines, marks, repeats)]
         return CheckResult(ok=False, form=None, rhyme_system=rhyme, template=None, rhyme_ok=False,
                            tones_ok=False, repeats_ok=not repeat_reasons, rhyme_group=[],
-                           lines=reports, reasons=problems + repeat_reasons)
+                           lines=reports, reasons=problems + failing_repeats, notes=notes)
 
     form = Form(len(lines), len(lines[0]))
-    free = free_positions(form.chars, tones)
-    best = min((_fit(t, i, lines, system, free, rhyme != "none")
+    best = min((_fit(t, i, lines, char_tones, system, tones, rhyme != "none")
                 for i, t in enumerate(templates(form))), key=lambda fit: fit.key)
     template = best.template
 
     reports, reasons = [], []
-    for i, (line, mark, errors, chars) in enumerate(zip(lines, marks, best.errors, repeats)):
+    for i, (line, mark, option, errors, chars) in enumerate(
+            zip(lines, marks, best.options, best.errors, repeats)):
         rhymes = i in template.rhymes
-        groups = system.order(system.groups(line[-1])) if rhymes and rhyme != "none" else []
+        groups = system.order(system.groups(lines[i][-1])) if rhymes and rhyme != "none" else []
         reports.append(LineReport(line, len(line), mark, template.lines[i], errors,
-                                  line[-1] if rhymes else None, groups, chars))
+                                  line[-1] if rhymes else None, groups, chars, option.variant))
         if errors:
-            wrong = ", ".join(f"{line[j]} (char {j + 1}) should be {template.lines[i][j]}"
-                              for j in errors)
-            reasons.append(f"line {i + 1} {line}: {wrong} ({template.name})")
+            reasons.append(_tone_reason(i, line, option, errors, template.name))
 
     rhyme_ok = rhyme == "none" or bool(best.shared)
     if not rhyme_ok:
         ends = " ".join(lines[i][-1] for i in template.rhymes)
-        unknown = [lines[i][-1] for i in template.rhymes if not system.groups(lines[i][-1])]
+        lacking = [lines[i][-1] for i in template.rhymes if not system.groups(lines[i][-1])]
         reasons.append(f"rhyme: {ends} share no {system.title} group"
-                       + (f" ({' '.join(unknown)} not in its tables)" if unknown else ""))
+                       + (f" ({' '.join(lacking)} not in its tables)" if lacking else ""))
     tones_ok = not any(best.errors)
-    reasons += repeat_reasons
+    reasons += failing_repeats
     return CheckResult(
-        ok=rhyme_ok and tones_ok and not repeat_reasons, form=form.name, rhyme_system=rhyme,
+        ok=rhyme_ok and tones_ok and not failing_repeats, form=form.name, rhyme_system=rhyme,
         template=template.name, rhyme_ok=rhyme_ok, tones_ok=tones_ok,
         repeats_ok=not repeat_reasons,
         rhyme_group=system.order(best.shared) if rhyme != "none" else [], lines=reports,
-        reasons=reasons)
+        reasons=reasons, notes=notes)

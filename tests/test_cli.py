@@ -1,6 +1,9 @@
+import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -277,3 +280,61 @@ def test_categories_choose_where_keywords_come_from(tiny, photo, capsys):
                          "--categories", "海洋")
     assert code == 1 and out == "" and "unknown category 海洋" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# --- poemgen check as a filter --------------------------------------------------------------------
+
+DENG_GUAN_QUE_LOU = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
+REPEATING = "白日依山尽，黄河入海流。欲穷千里日，更上一层楼。"
+
+
+def test_check_reports_repeats_and_fails_them_only_when_asked(capsys):
+    assert main(["check", REPEATING]) == 0
+    out = capsys.readouterr().out
+    assert "\nok\n" in out and "note: line 3 欲穷千里日 repeats 日" in out
+    assert main(["check", REPEATING, "--no-repeats"]) == 1
+    assert "not ok: line 3 欲穷千里日 repeats 日" in capsys.readouterr().out
+
+
+def test_check_names_the_variant_a_line_uses(capsys):
+    assert main(["check", "向晚意不适，驱车登古原。夕阳无限好，只是近黄昏。", "--tones", "strict",
+                 "--json"]) == 1  # 夕 breaks strict; the first couplet is 拗 and rescued
+    result = json.loads(capsys.readouterr().out)
+    assert [line["variant"] for line in result["lines"]][:2] == ["出句拗", "对句救"]
+
+
+def test_check_reads_a_file_of_poems(tmp_path, capsys):
+    poems = tmp_path / "poems.txt"
+    poems.write_text(f"{DENG_GUAN_QUE_LOU}\n\n白日依山尽，\n黄河入海天。\n欲穷千里目，\n更上一层楼。\n",
+                     encoding="utf-8")
+    assert main(["check", str(poems), "--json"]) == 1  # the second does not rhyme
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["ok"] for r in reports] == [True, False]
+    assert [line["text"] for line in reports[1]["lines"]][1] == "黄河入海天"
+
+
+def test_check_reads_standard_input(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{DENG_GUAN_QUE_LOU}\n\n{DENG_GUAN_QUE_LOU}\n"))
+    assert main(["check", "-"]) == 0
+    assert capsys.readouterr().out.count("\nok\n") == 2
+
+
+@pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00bad", "cannot read"),
+                                              (b"\n \n", "has no poem")])
+def test_check_of_an_unusable_file_is_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "poems.txt"
+    path.write_bytes(content)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("poemgen: error: ") and message in err and err.count("\n") == 1
+
+
+def test_check_into_a_closed_pipe_exits_quietly(tmp_path):
+    poems = tmp_path / "poems.txt"
+    poems.write_text("\n\n".join([DENG_GUAN_QUE_LOU] * 2000), encoding="utf-8")
+    process = subprocess.Popen([sys.executable, "-m", "poemgen", "check", str(poems)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(10)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) != 0 and err == ""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from poemgen import prosody
 from poemgen.cli import main
-from poemgen.constraints import VersePlan, VerseProcessor, initial_state
+from poemgen.constraints import VersePlan, VerseProcessor, initial_state, update_state
 from poemgen.errors import PoemgenError
 from poemgen.options import PoemOptions
 from poemgen.poet import Poet
@@ -53,7 +53,8 @@ def test_every_poem_passes_the_checker(poet, seed, form, rhyme, tones, temperatu
     options = PoemOptions(lines=shape.lines, chars=shape.chars, rhyme=rhyme, tones=tones,
                           temperature=temperature, top_p=1.0, seed=seed, acrostic=heads)
     for verse in written(poet, options):
-        result = prosody.check("，".join(verse.lines), rhyme=rhyme, tones=tones, crrd=CRRD)
+        result = prosody.check("，".join(verse.lines), rhyme=rhyme, tones=tones, crrd=CRRD,
+                               no_repeats=True)
         assert result.ok, (verse.lines, result.reasons, verse.notes)
         assert not verse.notes
         if heads:
@@ -105,6 +106,38 @@ def test_reduplication_allows_a_doubled_character_once(poet):
     twice = torch.isfinite(processor(torch.tensor([[0, token, token]]),
                                      torch.zeros(1, len(table.chars))))
     assert once[0, token] and not twice[0, token]
+
+
+def test_the_masks_allow_the_accepted_variants_and_ask_for_the_rescue(poet):
+    """Strict tones: a 出句 with a 仄 fourth character (出句拗) makes the 对句's third character
+    平 (对句救); a 平平平仄仄 line may be written 平平仄平仄 (特拗), and then must be."""
+    options = PoemOptions(tones="strict", rhyme="none", no_repeat=False)
+    plan = poet.plan(options)
+    table, system = poet.table, prosody.load_system("xinyun")
+    level, oblique = ([token for token in range(len(table.chars)) if table.chars[token] == 1
+                       and not table.leading[token]
+                       and system.tones(table.alphabet[int(table.first[token])]) == {tone}]
+                      for tone in (prosody.PING, prosody.ZE))
+    spell = {prosody.PING: level[0], prosody.ZE: oblique[0]}
+
+    def allowed(line: int, state, tones: str) -> torch.Tensor:
+        """Which tokens may come after a line begun with `tones`."""
+        processor = VerseProcessor(plan, line, [state], poet.tokenizer.eos_token_id)
+        ids = torch.tensor([[0] + [spell[t] for t in tones]])
+        return torch.isfinite(processor(ids, torch.zeros(1, len(table.chars))))[0]
+
+    def after(*lines: str):
+        state = initial_state(plan)
+        for i, tones in enumerate(lines):
+            update_state(plan, state, i, table.text([spell[t] for t in tones]))
+        return state
+
+    regular, ao = after("仄仄平平仄"), after("仄仄平仄仄")
+    assert allowed(1, regular, "平平")[oblique].any()  # 平平仄仄平
+    assert not allowed(1, ao, "平平")[oblique].any() and allowed(1, ao, "平平")[level].all()
+    couplet = after("仄仄平平仄", "平平仄仄平")
+    assert allowed(2, couplet, "平平")[oblique].any()  # 特拗 may start …
+    assert not allowed(2, couplet, "平平仄")[oblique].any()  # … and then goes on as 特拗
 
 
 @pytest.mark.parametrize("options, message", [

@@ -270,7 +270,9 @@ def test_famous_poems_under_pingshui(title):
         assert group in result.rhyme_group
     assert result.tones_ok == tones_pass
     assert "".join(c for line in result.lines for c in line.repeats) == repeats
-    assert result.ok == (group is not None and tones_pass and not repeats)
+    assert result.ok == (group is not None and tones_pass)  # repeats are a note …
+    assert check(text, rhyme="pingshui", tones="loose", crrd=CRRD, no_repeats=True).ok == (
+        group is not None and tones_pass and not repeats)  # … and a failure when asked
     assert not check(text, rhyme="pingshui", tones="strict", crrd=CRRD).tones_ok  # none is perfect
     assert check(text, rhyme="pingshui", tones="none", crrd=CRRD).tones_ok
 
@@ -320,10 +322,13 @@ def test_broken_poems_fail_with_reasons():
     assert [r for r in flat.reasons if r.startswith("rhyme:")] == [
         "rhyme: 流 台 share no 中华新韵 group"]
 
-    repeated = check("白日依山尽，黄河入海流。欲穷千里日，更上一层楼。")
+    repeated = check("白日依山尽，黄河入海流。欲穷千里日，更上一层楼。", no_repeats=True)
     assert repeated.rhyme_ok and repeated.tones_ok and not repeated.repeats_ok and not repeated.ok
     assert repeated.lines[2].repeats == ["日"]
     assert repeated.reasons == ["line 3 欲穷千里日 repeats 日"]
+    noted = check("白日依山尽，黄河入海流。欲穷千里日，更上一层楼。")
+    assert noted.ok and not noted.repeats_ok and noted.reasons == []
+    assert noted.notes == ["line 3 欲穷千里日 repeats 日"]
 
 
 def test_reduplication():
@@ -333,6 +338,110 @@ def test_reduplication():
     assert [line.repeats for line in loose.lines][:2] == [["萋"], ["漠"]]
     again = check("萋萋芳草绿，漠漠远山青。白鸟飞萋外，孤舟过洞庭。")
     assert again.lines[2].repeats == ["萋"]
+
+
+# --- accepted variants (拗句) and variant characters ---------------------------------------------
+
+def written(*patterns: str) -> str:
+    """A poem with these tones under 中华新韵: 山 for 平, 月 for 仄, and the 平 rhymes 天 年 前 边
+    at the end of lines 2, 4, 6, 8 (and of line 1 when it ends on 平)."""
+    rhymes = iter("天年前边边")
+    lines = []
+    for i, pattern in enumerate(patterns):
+        body = pattern.replace(PING, "山").replace(ZE, "月")
+        if pattern[-1] == PING and (i % 2 == 1 or i == 0):
+            body = body[:-1] + next(rhymes)
+        lines.append(body)
+    return "，".join(lines) + "。"
+
+
+A, B, C, D = "仄仄平平仄", "平平仄仄平", "平平平仄仄", "仄仄仄平平"  # 仄起首句不入韵 is A B C D
+
+
+@pytest.mark.parametrize("tones", ["loose", "strict"])
+def test_a_fourth_character_rescued_in_the_next_line(tones):
+    for ao in ("仄仄平仄仄", "仄仄仄仄仄"):  # 出句拗, with the third character 仄 or not
+        result = check(written(ao, "平平平仄平", C, D), tones=tones)
+        assert result.tones_ok, result.reasons
+        assert [line.variant for line in result.lines] == ["出句拗", "对句救", "", ""]
+        assert not check(written(ao, B, C, D), tones=tones).tones_ok  # not rescued
+    lone_rescue = check(written(A, "平平平仄平", C, D), tones=tones)  # nothing to rescue
+    assert lone_rescue.tones_ok == (tones == "loose")  # 一三五不论 frees it under loose
+
+
+def test_te_ao_is_accepted_and_named():
+    poem = written(A, B, "平平仄平仄", D)
+    for tones in ("loose", "strict"):
+        result = check(poem, tones=tones)
+        assert result.tones_ok and result.lines[2].variant == "特拗", result.reasons
+    assert check(written(A, B, "仄平仄平仄", D), tones="loose").tones_ok
+    assert not check(written(A, B, "仄平仄平仄", D), tones="strict").tones_ok
+    assert not check(written(A, B, "平平平平仄", D), tones="loose").tones_ok
+    seven = check(written("平平" + A, "仄仄" + B, "仄仄平平仄平仄", "平平" + D), tones="strict")
+    assert seven.tones_ok and seven.lines[2].variant == "特拗"
+    assert check("群山万壑赴荆门，生长明妃尚有村。一去紫台连朔漠，独留青冢向黄昏。画图省识春风面，"
+                 "环珮空归月夜魂。千载琵琶作胡语，分明怨恨曲中论。", tones="strict").lines[6].variant \
+        == "特拗"
+
+
+@pytest.mark.parametrize("chars", [5, 7])
+def test_gu_ping_fails_loose_and_its_rescue_passes_strict(chars):
+    def line(five: str, template_five: str) -> str:  # a 七言 puts two opposite tones in front
+        return ("" if chars == 5 else PING * 2 if template_five[0] == ZE else ZE * 2) + five
+    poem = [line(A, A), line("仄平仄仄平", B), line(C, C), line(D, D)]  # 孤平 in line 2
+    result = check(written(*poem), tones="loose")
+    assert not result.tones_ok and "孤平" in result.reasons[0]
+    rescued = [line(A, A), line("仄平平仄平", B), line(C, C), line(D, D)]
+    for tones in ("loose", "strict"):
+        result = check(written(*rescued), tones=tones)
+        assert result.tones_ok and result.lines[1].variant == "孤平拗救", result.reasons
+
+
+def test_the_variants_open_no_holes():
+    """In every template and every accepted way of writing its lines, a flipped second
+    character (which no variant touches) fails the poem."""
+    for form in FORMS.values():
+        for template in templates(form):
+            for i, tones in enumerate(template.lines):
+                for option in prosody.line_options(tones, "strict"):
+                    if option.only_as_rescue or option.needs_rescue:
+                        continue
+                    lines = list(template.lines)
+                    lines[i] = option.tones
+                    assert check(written(*lines), tones="strict").tones_ok, (template, lines)
+                    flipped = list(lines)
+                    flipped[i] = lines[i][0] + (ZE if lines[i][1] == PING else PING) + lines[i][2:]
+                    for mode in ("loose", "strict"):
+                        assert not check(written(*flipped), tones=mode).tones_ok, flipped
+
+
+def test_variant_characters_read_as_their_standard_form():
+    lin_bu = "{}影横斜水清浅，暗香浮动月黄昏。霜禽欲下先偷眼，粉蝶如知合断魂。"
+    variant, standard = check(lin_bu.format("疎")), check(lin_bu.format("疏"))
+    assert variant.lines[0].text == "疎影横斜水清浅"  # shown as typed
+    assert variant.lines[0].tones == standard.lines[0].tones and "?" not in variant.lines[0].tones
+    assert variant.ok == standard.ok
+
+
+def test_what_a_person_types_is_read_in_standard_characters():
+    from poemgen.options import PoemOptions, split_words
+
+    options = PoemOptions(acrostic="春風劒月", hint="疎影")
+    assert (options.acrostic, options.hint) == ("春风剑月", "疏影")
+    assert split_words("明月，孤舟、劒") == ["明月", "孤舟", "剑"]
+
+
+def test_a_character_no_table_knows_is_noted_not_failed():
+    result = check("白日依山𣃁，黄河入海流。欲穷千里目，更上一层楼。")
+    assert result.lines[0].tones[-1] == "?" and result.lines[0].tone_errors == []
+    assert result.notes == ["tone of 𣃁 unknown: not checked"]
+
+
+@needs_crrd
+def test_pingshui_reads_a_character_its_tables_lack_in_the_modern_tone():
+    result = check("白日依山逈，黄河入海流。欲穷千里目，更上一层楼。", rhyme="pingshui", crrd=CRRD)
+    assert result.ok and result.lines[0].tones[-1] == ZE
+    assert result.notes == ["平水韵 tables lack 逈: tones of the modern reading"]
 
 
 def test_without_rhyme_or_tones():
@@ -369,8 +478,8 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
     """Measured on the 9,976 quatrains of ccpc_test_v1.0.json (45 hold a □ for a lost character):
 
     | system   | lines 2 and 4 share a group | rhyme_ok | tones_ok (loose) |
-    | pingshui | 92.9 %                      | 92.6 %   | 62.1 %           |
-    | xinyun   | 86.2 %                      | 85.8 %   | 42.2 %           |
+    | pingshui | 92.9 %                      | 92.6 %   | 69.3 %           |
+    | xinyun   | 86.2 %                      | 85.8 %   | 47.5 %           |
 
     The floors sit 2-3 points below. 平水韵 is the system these poems were written in, so it
     must beat 中华新韵 (modern readings split old rhymes, and 入声 characters read 平 today break
@@ -389,7 +498,7 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
     assert n == 9976
     assert figures["pingshui"][0] >= 0.90 and figures["pingshui"][1] >= 0.90
     assert figures["xinyun"][0] >= 0.83 and figures["xinyun"][1] >= 0.83
-    assert figures["pingshui"][2] >= 0.59 and figures["xinyun"][2] >= 0.39
+    assert figures["pingshui"][2] >= 0.66 and figures["xinyun"][2] >= 0.45
     assert figures["pingshui"][0] > figures["xinyun"][0] + 0.03
     assert figures["pingshui"][2] > figures["xinyun"][2] + 0.1
 
@@ -413,18 +522,19 @@ if st is not None:
     @settings(max_examples=200, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(text=poems(), rhyme=st.sampled_from(RHYMES), tones=st.sampled_from(prosody.TONE_MODES),
-           reduplication=st.booleans())
-    def test_check_never_raises(text, rhyme, tones, reduplication):
+           reduplication=st.booleans(), no_repeats=st.booleans())
+    def test_check_never_raises(text, rhyme, tones, reduplication, no_repeats):
         result = check(text, rhyme=rhyme, tones=tones, crrd=CRRD,
-                       allow_reduplication=reduplication)
+                       allow_reduplication=reduplication, no_repeats=no_repeats)
         lines = split_lines(text)
         assert result.form == Form(len(lines), len(lines[0])).name
         assert [line.text for line in result.lines] == lines
         assert all(len(line.tones) == line.chars == len(line.text) for line in result.lines)
-        if result.ok:
-            assert result.rhyme_ok and result.tones_ok and result.repeats_ok
-        assert result.ok == (result.rhyme_ok and result.tones_ok and result.repeats_ok)
+        assert result.ok == (result.rhyme_ok and result.tones_ok
+                             and (result.repeats_ok or not no_repeats))
         assert result.ok == (not result.reasons)
+        assert (not result.repeats_ok and not no_repeats) == any("repeats" in note
+                                                                 for note in result.notes)
         json.dumps(result.to_dict(), ensure_ascii=False)
 else:
     @pytest.mark.skip(reason="hypothesis is not installed (pip install hypothesis)")
