@@ -313,7 +313,8 @@ def write_next_lines(poet, gold: list[Sample], options, batch_size: int = DEFAUL
                     for j, text in enumerate(previous):
                         update_state(plan, state, j, text)
                     states.append(state)
-                written = poet.generate_lines(texts, prefixes, plan, line, states, form_options)
+                written = poet.generate_lines(texts, prefixes, plan, line, states, form_options,
+                                              [0] * len(texts))  # greedy: no seeds drawn
                 for i, (text, _, _) in zip(chunk, written):
                     result[i].append(text)
             if progress:

@@ -41,6 +41,9 @@ RHYMES = ("xinyun", "pingshui", "none")
 FORM_NAMES = {"wujue": (4, 5), "qijue": (4, 7), "wulv": (8, 5), "qilv": (8, 7)}  # (lines, chars)
 TONES = ("strict", "loose", "none")
 MAX_CANDIDATES = 64
+# Below this the tempered scores overflow float32 (logits / 1e-40 is inf, and then NaN); above
+# it, sampling is already as good as uniform over what the rules allow.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 _CHINESE_WORDS = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff ]*$")
 _WORD_SEPARATORS = re.compile(r"[,，、\s]+")
 
@@ -92,7 +95,7 @@ class PoemOptions:
     chars: int = 5             # characters per line: 5 or 7
     temperature: float = 0.9   # sampling temperature; 0 decodes greedily
     top_p: float = 0.9         # nucleus sampling: keep the smallest token set with this much mass
-    seed: int | None = None    # seeds torch's generator for reproducible poems
+    seed: int | None = None    # 0 … 2**64-1: a poem depends only on it, its keywords and options
     hint: str = ""             # words to steer the poem: first keyword, or start of the title
     imitate: str = ""          # a poet to imitate (e.g. 李白); title-format poets only
     rhyme: str = "xinyun"      # rhyme system: xinyun (新韵), pingshui (平水韵) or none
@@ -108,13 +111,17 @@ class PoemOptions:
     emotions: bool = False     # offer 情思 keywords even when CLIP finds them unlikely
 
     def __post_init__(self):
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not 0 <= self.seed <= 2**64 - 1):
+            raise OptionsError(f"seed must be a whole number from 0 to 2**64-1, got {self.seed!r}")
         if self.topk < 1:
             raise OptionsError(f"topk must be at least 1, got {self.topk}")
         if self.lines not in (4, 8) or self.chars not in (5, 7):
             raise OptionsError(f"a poem has 4 or 8 lines of 5 or 7 characters, "
                                f"got {self.lines} lines of {self.chars}")
-        if self.temperature < 0:
-            raise OptionsError(f"temperature must be at least 0, got {self.temperature}")
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
+            raise OptionsError(f"temperature must be 0 (greedy) or from {MIN_TEMPERATURE} to "
+                               f"{MAX_TEMPERATURE:g}, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise OptionsError(f"top_p must be in (0, 1], got {self.top_p}")
         for name, value in (("hint", self.hint), ("imitate", self.imitate),

@@ -57,6 +57,8 @@ def choose_device(requested: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(requested)
+        if device.type == "meta":  # holds shapes, not numbers: nothing can be computed there
+            raise RuntimeError("the meta device holds no data")
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as e:
         reason = " ".join(str(e).split())[:120]

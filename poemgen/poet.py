@@ -10,6 +10,7 @@ forbidden token. Each poem's log-probability under the model is kept for reranki
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 import torch
-from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessorList,
+from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
                           T5ForConditionalGeneration, TemperatureLogitsWarper, TopPLogitsWarper)
 
 from poemgen import prompt, prosody
@@ -71,10 +72,10 @@ class Poet:
             raise PoemgenError(f"poet '{self.name}' uses the '{self.format.name}' prompt format, "
                                "which cannot imitate a poet; drop --imitate or use a title poet")
         plan = self.plan(options)
-        if options.seed is not None:
-            torch.manual_seed(options.seed)
         form = options.form
         rows = [words for words in keywords for _ in range(options.candidates)]
+        seeds = [row_seed(options.seed, words, i % options.candidates) if options.temperature
+                 else 0 for i, words in enumerate(rows)]  # greedy draws nothing
         verses = [Verse() for _ in rows]
         states = [initial_state(plan) for _ in rows]
         for line in range(form.lines):
@@ -83,7 +84,7 @@ class Poet:
             prefixes = [self.tokenizer(self.format.decoder_prefix(verse.lines),
                                        add_special_tokens=False).input_ids if verse.lines else []
                         for verse in verses]
-            written = self.generate_lines(texts, prefixes, plan, line, states, options)
+            written = self.generate_lines(texts, prefixes, plan, line, states, options, seeds)
             for verse, state, (text, logprob, tokens) in zip(verses, states, written):
                 verse.lines.append(text)
                 verse.logprob += logprob
@@ -127,23 +128,25 @@ class Poet:
         return plan
 
     def generate_lines(self, texts: list[str], prefixes: list[list[int]], plan: VersePlan,
-                       line: int, states: list[PoemState], options: PoemOptions
-                       ) -> list[tuple[str, float, int]]:
+                       line: int, states: list[PoemState], options: PoemOptions,
+                       seeds: list[int]) -> list[tuple[str, float, int]]:
         """One line per encoder text; rows whose decoder prefixes have equal token counts share
-        a `generate` call (T5 cannot left-pad its decoder)."""
+        a `generate` call (T5 cannot left-pad its decoder). Row i samples from `seeds[i]`."""
         lines: list = [None] * len(texts)
         by_length = sorted(range(len(texts)), key=lambda i: len(prefixes[i]))
         for _, group in groupby(by_length, key=lambda i: len(prefixes[i])):
             rows = list(group)
             generated = self._generate([texts[i] for i in rows], [prefixes[i] for i in rows],
-                                       plan, line, [states[i] for i in rows], options)
+                                       plan, line, [states[i] for i in rows], options,
+                                       [seeds[i] for i in rows])
             for i, result in zip(rows, generated):
                 lines[i] = result
         return lines
 
     @torch.inference_mode()
     def _generate(self, texts: list[str], prefixes: list[list[int]], plan: VersePlan, line: int,
-                  states: list[PoemState], options: PoemOptions) -> list[tuple[str, float, int]]:
+                  states: list[PoemState], options: PoemOptions, seeds: list[int]
+                  ) -> list[tuple[str, float, int]]:
         inputs = self.tokenizer(texts, padding=True, truncation=True, max_length=512,
                                 return_tensors="pt").to(self.device)
         start_id = self.model.config.decoder_start_token_id
@@ -152,14 +155,14 @@ class Poet:
         eos = self.tokenizer.eos_token_id
         processors = LogitsProcessorList([VerseProcessor(plan, line, states, eos, start=start,
                                                          opens_text=start == 1)])
-        sample = options.temperature > 0
-        if sample:
+        if options.temperature > 0:
             processors.append(TemperatureLogitsWarper(options.temperature))
             processors.append(TopPLogitsWarper(options.top_p))
+            processors.append(SeededSampling([row_seed(seed, line) for seed in seeds]))
         length = options.chars
-        config = GenerationConfig(
+        config = GenerationConfig(  # greedy over the sampled scores of `SeededSampling`
             max_new_tokens=length + 2,  # an optional boundary mark, `length` characters, EOS
-            do_sample=sample, num_beams=1, temperature=None, top_p=None, top_k=None,
+            do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None,
             decoder_start_token_id=start_id, eos_token_id=eos,
             pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
             output_logits=True)
@@ -171,6 +174,35 @@ class Poet:
         counted = self.table.chars.to(new.device)[new.clamp(max=len(self.table.chars) - 1)] > 0
         return [(self.table.text(row.tolist()), float(lp[mask].sum()), int(mask.sum()))
                 for row, lp, mask in zip(new, chosen, counted)]
+
+
+MAX_SEED = 2**64 - 1
+
+
+def row_seed(*parts) -> int:
+    """A 64-bit seed from `parts` (a seed and what makes a row itself: its keywords, its
+    candidate number, the line). With no seed (`parts[0]` None), one drawn from torch's global
+    generator, which is advanced but never reset."""
+    if parts[0] is None:
+        return int(torch.randint(0, 2**62, (1,)))
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class SeededSampling(LogitsProcessor):
+    """Sampling as the argmax of scores plus Gumbel noise, which draws from softmax(scores),
+    with one generator per row seeded for that row and line. A row's poem therefore depends on
+    its own seed only: not on the other rows of its batch, their number or order, nor on
+    anything else that uses torch's global generator (which is never touched)."""
+
+    def __init__(self, seeds: list[int]):
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        uniform = torch.stack([torch.rand(scores.shape[1], generator=g, dtype=torch.float64)
+                               for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))
+        return scores + gumbel.to(scores.device, scores.dtype)
 
 
 def load_poet(explicit: str | os.PathLike | None = None, device: str | torch.device = "cpu",

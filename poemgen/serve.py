@@ -2,8 +2,8 @@
 
 The models load once. Requests are parsed and checked on the event loop, then queued; one
 worker thread owns the models and writes each batch: the oldest request together with every
-queued request that has the same options (a request with a seed runs alone, so its poem is the
-one the CLI writes with that seed). Only that thread touches the models, so concurrent requests
+queued request that has the same options (a seeded poem does not depend on its batch, so it is
+the one the CLI writes with that seed). Only that thread touches the models, so concurrent requests
 cannot corrupt each other, and a slow upload holds only its own connection.
 
 Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload or image too large,
@@ -134,8 +134,6 @@ class Job:
     @property
     def batch_key(self) -> object:
         """Jobs with equal keys are written in one batch."""
-        if self.options.seed is not None:
-            return id(self)
         return self.options, self.image is not None, self.keywords is not None
 
 

@@ -54,6 +54,21 @@ def test_seed_makes_runs_reproducible(tiny, photo, capsys):
     assert run(capsys, *argv)[1] == run(capsys, *argv)[1]
 
 
+def test_a_seeded_photo_gets_its_poem_whatever_else_is_in_the_run(tiny, photo, tmp_path, capsys):
+    other = make_photo(tmp_path / "other.png", (200, 60, 20))
+    models = ["--clip", tiny.clip, "--poet", tiny.poet, "--seed", 11, "--json"]
+    alone = json.loads(run(capsys, photo, *models)[1])
+    together = [json.loads(line) for line in run(capsys, other, photo, *models)[1].splitlines()]
+    assert together[1]["lines"] == alone["lines"]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_a_seed_out_of_range_is_one_line(photo, capsys, seed):
+    code, _, err = run(capsys, "--keywords", "明月", "--seed", seed)
+    assert code == 1 and "seed must be a whole number from 0 to 2**64-1" in err
+    assert err.count("\n") == 1
+
+
 def test_one_bad_image_does_not_stop_the_others(tiny, tmp_path, capsys):
     good = [make_photo(tmp_path / "a.jpg"), make_photo(tmp_path / "b.png")]
     code, out, err = run(capsys, good[0], tmp_path / "missing.jpg", good[1], "--clip", tiny.clip,
@@ -241,15 +256,23 @@ def test_own_vocabulary_is_used(tiny, photo, tmp_path, capsys):
     assert sorted(k["word"] for k in json.loads(out)["keywords"]) == ["孤舟", "寒梅", "明月"]
 
 
-@pytest.mark.parametrize("bad", [["--temperature", "-1"], ["--top-p", "2"]])
+@pytest.mark.parametrize("bad", [["--temperature", "-1"], ["--top-p", "2"],
+                                 ["--temperature", "1e-40"], ["--temperature", "inf"],
+                                 ["--temperature", "nan"], ["--top-p", "nan"]])
 def test_bad_sampling_options_are_one_line(photo, capsys, bad):
     code, out, err = run(capsys, photo, *bad)
     assert code == 1 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
 
 
-def test_bad_device_is_one_line(tiny, photo, capsys):
-    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--device", "nonsense")
-    assert code == 1 and "device 'nonsense'" in err and len(err.strip().splitlines()) == 1
+def test_the_smallest_temperature_writes(tiny, capsys):
+    code, out, err = run(capsys, "--keywords", "明月", "--poet", tiny.poet, "--temperature", "1e-3")
+    assert code == 0 and len(poem_rows(out)) == 4
+
+
+@pytest.mark.parametrize("device", ["nonsense", "meta"])
+def test_bad_device_is_one_line(tiny, photo, capsys, device):
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--device", device)
+    assert code == 1 and f"device '{device}'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv", [["--topk", "0", "x.jpg"], ["--lines", "6", "x.jpg"], []])

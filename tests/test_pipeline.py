@@ -134,3 +134,37 @@ def test_write_from_keywords_without_an_image(tiny):
         pipe.keywords(b"not even read")
     with pytest.raises(PoemgenError, match="image or keywords"):
         pipe.write()
+
+
+# --- a seed is a poem's own -------------------------------------------------------------------------
+
+def test_a_seeded_poem_does_not_depend_on_its_batch(pipe, tmp_path):
+    from conftest import make_photo
+
+    a, b = make_photo(tmp_path / "a.png", (200, 80, 40)), make_photo(tmp_path / "b.png", (40, 80, 200))
+    alone = pipe.write(a, seed=5).text
+    assert pipe.write_batch([a, b], seed=5)[0].text == alone
+    assert pipe.write_batch([b, a], seed=5)[1].text == alone
+    assert [p.text for p in pipe.write_batch([a, a], seed=5)] == [alone, alone]
+    assert pipe.write(a, seed=6).text != alone or pipe.write(a, seed=7).text != alone
+
+
+def test_a_seeded_poem_leaves_torch_global_generator_alone(pipe, photo):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pipe.write(photo, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_keywords_and_candidates_seed_each_poem(pipe):
+    one = pipe.write(keywords=["明月", "孤舟"], seed=3, candidates=3)
+    again = pipe.write_batch(keywords=[["青山"], ["明月", "孤舟"]], seed=3, candidates=3)[1]
+    assert [c.text for c in one.candidates] == [c.text for c in again.candidates]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True, "1"])
+def test_a_seed_outside_0_to_2_64_is_a_user_error(pipe, seed):
+    with pytest.raises(PoemgenError, match="seed must be a whole number from 0 to 2\\*\\*64-1"):
+        pipe.write(keywords=["明月"], seed=seed)

@@ -84,6 +84,11 @@ def test_keywords_as_json_match_the_library_with_the_same_seed(client, pipeline)
     (dict(data={"keywords": "moon"}), 422, "Chinese"),
     (dict(data={"keywords": "明月", "rhyme_group": "九霄"}), 422, "rhyme group"),
     (dict(data={"form": "wujue"}), 422, "image"),
+    (dict(data={"keywords": "明月", "seed": str(2**64)}), 422, "seed"),
+    (dict(data={"keywords": "明月", "seed": "-1"}), 422, "seed"),
+    (dict(data={"keywords": "明月", "temperature": "1e-38"}), 422, "temperature"),
+    (dict(content='{"keywords": "明月", "seed": 18446744073709551616}'.encode(),
+          headers={"content-type": "application/json"}), 422, "seed"),
     (dict(content=b"[1, 2]", headers={"content-type": "application/json"}), 422, "object"),
     (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "multipart"),
 ])

@@ -125,6 +125,21 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(resumable_run, tm
     assert [p.name for p in t5.checkpoint_dirs(tmp_path / "killed")] == ["step-10", "step-14"]
 
 
+def test_a_finished_run_extended_ends_like_one_run_that_long(base, tmp_path):
+    """Extending a run that ended (evaluated, sampled and checkpointed at its last step) is
+    exact: evaluation leaves the generators that dropout and data order use untouched."""
+    data = write_poems(tmp_path / "data", {"train": 64, "valid": 8})
+    options = ["--batch-size", 24, "--lr", "1e-3", "--scheduler", "constant", "--eval-every", 4,
+               "--checkpoint-every", 100, "--sample-poems", 1]
+    assert train(base, data, tmp_path / "straight", *options, "--max-steps", 20) == 0
+    assert train(base, data, tmp_path / "extended", *options, "--max-steps", 10) == 0
+    assert train(base, data, tmp_path / "extended", *options, "--max-steps", 20,
+                 "--resume", "latest") == 0
+    straight, extended = weights(tmp_path / "straight"), weights(tmp_path / "extended")
+    for name in straight:
+        torch.testing.assert_close(extended[name], straight[name], rtol=1e-5, atol=1e-6)
+
+
 def test_resume_skips_a_half_written_checkpoint(resumable_run, tmp_path, capsys):
     assert resumable_run("run", "--checkpoint-every", 5) == 0
     latest = t5.checkpoint_dirs(tmp_path / "run")[-1]

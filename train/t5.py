@@ -259,6 +259,16 @@ def find_resume_point(output_dir: Path, resume: str) -> Path:
 
 # --- evaluation: validation loss and a few poems written by the model being trained -------------
 
+def untouched_rng(accelerator):
+    """A block after which torch's generators are as before it. Evaluation draws from them
+    (each pass over a DataLoader draws its base seed), and training must not see that: a run
+    extended past an evaluated last step must go on as if it had never stopped."""
+    import torch
+
+    device = accelerator.device
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def evaluate(accelerator, model, dataloader) -> tuple[float, float]:
     import torch
 
@@ -470,15 +480,18 @@ def train(args: argparse.Namespace) -> None:
             accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]},
                             step=completed_steps)
             if completed_steps % args.eval_every == 0 or completed_steps == max_steps:
-                eval_loss, perplexity = evaluate(accelerator, model, eval_dataloader)
+                with untouched_rng(accelerator):
+                    eval_loss, perplexity = evaluate(accelerator, model, eval_dataloader)
                 accelerator.print(f"step {completed_steps} ({minutes:.1f} min): train loss "
                                   f"{mean_loss:.4f}, "
                                   f"valid loss {eval_loss:.4f}, perplexity {perplexity:.2f}")
                 accelerator.log({"valid/loss": eval_loss, "valid/perplexity": perplexity},
                                 step=completed_steps)
                 if accelerator.is_main_process and args.sample_poems:
-                    for line in sample_poems(accelerator, model, tokenizer, chosen,
-                                             poems["valid"], args.sample_poems):
+                    with untouched_rng(accelerator):
+                        shown = sample_poems(accelerator, model, tokenizer, chosen,
+                                             poems["valid"], args.sample_poems)
+                    for line in shown:
                         accelerator.print("  " + line)
             if completed_steps % args.checkpoint_every == 0 or completed_steps == max_steps:
                 save_checkpoint(accelerator, output_dir,
