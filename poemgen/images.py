@@ -68,6 +68,9 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485,
                 image = source
             else:
                 image = Image.open(io.BytesIO(read_bytes(source, name)))
+            if image.width == 0 or image.height == 0:
+                raise ImageLoadError(f"{name}: has no pixels ({image.width}×{image.height}); "
+                                     "give a photo")
             if image.width * image.height > max_pixels:
                 raise ImageTooLargeError(
                     f"{name}: is {image.width}×{image.height} pixels, more than the limit of "

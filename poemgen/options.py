@@ -4,7 +4,7 @@ HTTP API (as whisper's `DecodingOptions` is), so a new option is documented once
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from poemgen.errors import PoemgenError
 from poemgen.prompt import Form
@@ -88,6 +88,36 @@ def form_size(form: str | None, lines: int | None, chars: int | None) -> tuple[i
     return size
 
 
+_FIELD_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool,
+                "tuple[str, ...]": tuple}
+_TYPE_NAMES = {int: "a whole number", (int, float): "a number", str: "a string",
+               bool: "True or False", tuple: "a list of category names"}
+
+
+def with_overrides(options: "PoemOptions | None", **overrides) -> "PoemOptions":
+    """`options` (default: `PoemOptions()`) with fields replaced, by their own names or by the
+    CLI's (`form="qijue"`, `allow_repeats=True`); an unknown name is an OptionsError."""
+    options = options or PoemOptions()
+    if "allow_repeats" in overrides:
+        overrides["no_repeat"] = not overrides.pop("allow_repeats")
+    if "form" in overrides:
+        overrides["lines"], overrides["chars"] = form_size(
+            overrides.pop("form"), overrides.get("lines"), overrides.get("chars"))
+    unknown = sorted(set(overrides) - {f.name for f in fields(PoemOptions)})
+    if unknown:
+        raise OptionsError(f"unknown option {unknown[0]!r}; options are "
+                           f"{', '.join(f.name for f in fields(PoemOptions))}, form, allow_repeats")
+    return replace(options, **overrides)
+
+
+def check_keywords(words) -> list[str]:
+    """Keywords given to the library or the API: Chinese words, as `split_words` makes them."""
+    if isinstance(words, str) or not all(isinstance(w, str) for w in words):
+        raise OptionsError(f"keywords must be a list of Chinese words such as ['明月', '孤舟'], "
+                           f"got {words!r}")
+    return split_words("，".join(w.strip() for w in words))
+
+
 @dataclass(frozen=True)
 class PoemOptions:
     topk: int = 5              # keywords per image given to the poet
@@ -111,6 +141,7 @@ class PoemOptions:
     emotions: bool = False     # offer 情思 keywords even when CLIP finds them unlikely
 
     def __post_init__(self):
+        self._check_types()
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                                       or not 0 <= self.seed <= 2**64 - 1):
             raise OptionsError(f"seed must be a whole number from 0 to 2**64-1, got {self.seed!r}")
@@ -144,6 +175,25 @@ class PoemOptions:
             raise OptionsError("per_category must be at least 1 and diversity in [0, 1]")
         if self.candidates > 1 and self.temperature == 0:
             raise OptionsError("several candidates need sampling: set temperature above 0")
+
+    def _check_types(self) -> None:
+        """Each field of the type it is declared with, as the CLI's parser would make it; a
+        string of categories is split as the CLI splits it."""
+        if isinstance(self.categories, str):
+            object.__setattr__(self, "categories", tuple(split_words(self.categories,
+                                                                     "categories")))
+        elif isinstance(self.categories, list):
+            object.__setattr__(self, "categories", tuple(self.categories))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _FIELD_TYPES[f.type]
+            if f.name == "seed":  # checked with its range below
+                continue
+            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+            if f.name == "categories":
+                ok = ok and all(isinstance(c, str) for c in value)
+            if not ok:
+                raise OptionsError(f"{f.name} must be {_TYPE_NAMES[kind]}, got {value!r}")
 
     @property
     def form(self) -> Form:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,7 +13,7 @@ from poemgen.errors import PoemgenError
 from poemgen.images import ImageSource, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
 from poemgen.models import resolve_clip
-from poemgen.options import OptionsError, PoemOptions
+from poemgen.options import OptionsError, PoemOptions, check_keywords, with_overrides
 from poemgen.prompt import format_poem
 
 if TYPE_CHECKING:  # the poet's module (and T5) is imported only when a poet is loaded
@@ -82,7 +82,7 @@ class Pipeline:
 
     def keywords_batch(self, images: list[ImageSource], options: PoemOptions | None = None,
                        **overrides) -> list[list[Keyword]]:
-        options = replace(options or PoemOptions(), **overrides)
+        options = with_overrides(options, **overrides)
         return self._require_scorer().score([load_image(image) for image in images],
                                             options.topk, selection=options.selection)
 
@@ -104,13 +104,13 @@ class Pipeline:
 
         Given keywords replace CLIP's; the images, if any, still rank the candidates.
         """
-        options = replace(options or PoemOptions(), **overrides)
+        options = with_overrides(options, **overrides)
         self._require_poet()
         embeddings = None
         if images is not None:
             embeddings = self._require_scorer().embed_images([load_image(i) for i in images])
         if keywords is not None:
-            found = [[Keyword(word, None) for word in words] for words in keywords]
+            found = [[Keyword(word, None) for word in check_keywords(words)] for words in keywords]
         else:
             found = self.scorer.keywords_for(embeddings, options.topk, options.selection)
         return self.write_from_keywords(found, options, embeddings)

@@ -554,6 +554,8 @@ def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
     A poem of the wrong shape is a failed result, not an exception; an unknown system or mode,
     or missing 平水韵 tables, raise ProsodyError.
     """
+    if not isinstance(text, str):
+        raise ProsodyError(f"check needs the poem as text (a str), got {type(text).__name__}")
     _check_tone_mode(tones)
     if rhyme != "none" and rhyme not in RHYME_SYSTEMS:
         raise ProsodyError(f"unknown rhyme system '{rhyme}' "

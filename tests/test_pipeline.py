@@ -168,3 +168,38 @@ def test_keywords_and_candidates_seed_each_poem(pipe):
 def test_a_seed_outside_0_to_2_64_is_a_user_error(pipe, seed):
     with pytest.raises(PoemgenError, match="seed must be a whole number from 0 to 2\\*\\*64-1"):
         pipe.write(keywords=["明月"], seed=seed)
+
+
+# --- errors a user causes are PoemgenError, with the CLI's validation ---------------------------------
+
+@pytest.mark.parametrize("bad", [{"topk": "5"}, {"candidates": 2.0}, {"temperature": None},
+                                 {"hint": None}, {"no_repeat": "yes"}, {"categories": [1]},
+                                 {"colour": "red"}, {"form": "sonnet"}])
+def test_wrong_types_and_names_are_user_errors(pipe, bad):
+    with pytest.raises(PoemgenError):
+        pipe.write(keywords=["明月"], **bad)
+
+
+@pytest.mark.parametrize("words", [["moon"], "明月", [None], ["明月", 3]])
+def test_keywords_are_checked_as_the_cli_checks_them(pipe, words):
+    with pytest.raises(PoemgenError, match="keywords must be"):
+        pipe.write(keywords=words)
+
+
+def test_an_empty_image_is_a_user_error(pipe):
+    with pytest.raises(PoemgenError, match="has no pixels"):
+        pipe.write(Image.new("RGB", (0, 0)))
+
+
+@pytest.mark.parametrize("text", [None, "白日依山尽".encode()])
+def test_check_of_what_is_not_text_is_a_user_error(text):
+    with pytest.raises(PoemgenError, match="as text"):
+        poemgen.check(text)
+
+
+def test_the_library_takes_the_cli_names(pipe):
+    from poemgen.options import PoemOptions
+
+    poem = pipe.write(keywords=["明月", "孤舟"], form="qijue", allow_repeats=True, seed=1)
+    assert len(poem.lines) == 4 and len(poem.lines[0]) == 7
+    assert PoemOptions(categories="山水,草木").categories == ("山水", "草木")
