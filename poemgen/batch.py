@@ -17,6 +17,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -111,21 +112,43 @@ def poems_for(pipeline: Pipeline, images: list, options: PoemOptions,
     return pipeline.write_from_keywords(found, options, embeddings)
 
 
+STDOUT = "-"
+
+
 class JsonlOutput:
-    """An append-only JSON-lines file shared by every process of a run."""
+    """An append-only JSON-lines file shared by every process of a run. Standard output (`-`),
+    a device or a pipe is a stream: written, never read back, so nothing resumes from it.
+    Checked before any work: it must be writable."""
 
     def __init__(self, path: str | os.PathLike):
+        self.to_stdout = str(path) == STDOUT
         self.path = Path(path)
+        self.stream = None
+        if self.to_stdout:
+            self.stream = sys.stdout.buffer
+            return
         if self.path.is_dir():
             raise PoemgenError(f"--out {self.path} is a folder; give a file such as poems.jsonl")
         if not self.path.parent.is_dir():
             raise PoemgenError(f"--out {self.path}: the folder {self.path.parent} does not "
                                "exist; create it first")
+        existed = self.path.exists()
+        try:
+            file = open(self.path, "ab")
+        except OSError as error:
+            raise PoemgenError(f"--out {self.path} cannot be written ({error.strerror}); "
+                               "choose a file in a folder you can write to") from None
+        if existed and not self.path.is_file():
+            self.stream = file
+            return
+        file.close()
+        if not existed:
+            self.path.unlink()
 
     def repair(self) -> int:
         """Drop lines that are not complete JSON objects (cut short when a run was killed);
         returns how many. The file is replaced atomically, so nothing else can be lost."""
-        if not self.path.exists():
+        if self.stream is not None or not self.path.exists():
             return 0
         original = self.path.read_bytes()
         lines = original.splitlines(keepends=True)
@@ -141,7 +164,7 @@ class JsonlOutput:
     def done(self) -> dict[str, set[str | None]]:
         """The content hashes already written for each image path."""
         written: dict[str, set[str | None]] = {}
-        if self.path.exists():
+        if self.stream is None and self.path.exists():
             with open(self.path, "rb") as file:
                 for line in file:
                     record = _record(line)
@@ -152,6 +175,10 @@ class JsonlOutput:
     def append(self, record: dict) -> None:
         """Append one line, whole, under an exclusive lock, and flush it to the file."""
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        if self.stream is not None:
+            self.stream.write(line)
+            self.stream.flush()
+            return
         with open(self.path, "ab") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
             try:

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="FILE.jsonl",
                         help="append one JSON line per image to FILE as each is written, with a "
                              "progress bar; a re-run skips images already there (resumable; "
-                             "splits the images between processes under `accelerate launch`)")
+                             "splits the images between processes under `accelerate launch`); "
+                             "- writes the lines to standard output")
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
                         help="images per batch through CLIP and the poet (default 8)")
     parser.add_argument("--version", action="version", version=f"poemgen {__version__}")
@@ -227,7 +228,7 @@ def write_to_file(pipeline, paths, output, options, keywords, batch_size, proces
                 print(f"poemgen: note: dropped {dropped} incomplete line(s) from {output.path} "
                       "(an interrupted run); their images are written again", file=sys.stderr)
     todo = pending(paths, output.done())
-    if processes.is_main_process:
+    if processes.is_main_process and output.stream is None:
         print(f"poemgen: {len(paths) - len(todo)} of {len(paths)} images already in "
               f"{output.path}; writing {len(todo)}", file=sys.stderr)
     failed = 0
@@ -241,7 +242,8 @@ def write_to_file(pipeline, paths, output, options, keywords, batch_size, proces
                 output.append(outcome.to_dict())
                 if outcome.error:
                     failed += 1
-                    bar.write(f"poemgen: error: {outcome.error} (recorded in {output.path})",
+                    where = "standard output" if output.to_stdout else output.path
+                    bar.write(f"poemgen: error: {outcome.error} (recorded in {where})",
                               file=sys.stderr)
                 bar.update(1)
     processes.wait_for_everyone()

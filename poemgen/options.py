@@ -185,10 +185,10 @@ class PoemOptions:
         elif isinstance(self.categories, list):
             object.__setattr__(self, "categories", tuple(self.categories))
         for f in fields(self):
-            value = getattr(self, f.name)
-            kind = _FIELD_TYPES[f.type]
             if f.name == "seed":  # checked with its range below
                 continue
+            value = getattr(self, f.name)
+            kind = _FIELD_TYPES[f.type]
             ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
             if f.name == "categories":
                 ok = ok and all(isinstance(c, str) for c in value)

@@ -62,6 +62,28 @@ def test_bad_output_paths_are_one_line(tiny, tmp_path, capsys, photo, out, messa
     assert code == 1 and err.count("\n") == 1 and message in err
 
 
+def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys, photo):
+    code, out, err = run(capsys, photo, "--out", "/proc/poems.jsonl", "--clip", "/no/such/clip")
+    assert code == 1 and err.count("\n") == 1 and "cannot be written" in err
+    assert out == "" and not os.path.exists("/proc/poems.jsonl")
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_out_to_a_device_writes_and_never_reads_it(tiny, capsys, photo, device):
+    code, _, err = run(capsys, photo, "--out", device, "--clip", tiny.clip, "--keywords-only")
+    assert code == 0, err
+
+
+def test_out_dash_writes_json_lines_to_standard_output(tiny, tmp_path, capsys):
+    paths = photo_folder(tmp_path / "photos", 3)
+    code, out, err = run(capsys, tmp_path / "photos", "--out", "-", "--clip", tiny.clip,
+                         "--poet", tiny.poet, "--seed", 1)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert sorted(line["image"] for line in lines) == sorted(str(p) for p in paths)
+    assert all(len(line["lines"]) == 4 for line in lines)
+
+
 def test_out_needs_images(tiny, tmp_path, capsys):
     code, _, err = run(capsys, "--keywords", "明月", "--out", tmp_path / "p.jsonl",
                        "--poet", tiny.poet)
