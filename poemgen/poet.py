@@ -19,7 +19,8 @@ from itertools import groupby
 
 import torch
 from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
-                          T5ForConditionalGeneration, TemperatureLogitsWarper, TopPLogitsWarper)
+                          T5ForConditionalGeneration, TemperatureLogitsWarper, TopKLogitsWarper,
+                          TopPLogitsWarper)
 
 from poemgen import prompt, prosody
 from poemgen.constraints import (PoemState, SystemTable, TokenTable, VersePlan, VerseProcessor,
@@ -30,6 +31,7 @@ from poemgen.models import (DEFAULT_POET, KNOWN_MODELS, SHIPPED_POET, ModelLoadE
 from poemgen.options import PoemOptions
 
 PLANS_KEPT = 32  # distinct (form, rules) whose masks a poet keeps
+TOP_K = 50  # sampling keeps the 50 likeliest tokens too: transformers' default, always used here
 
 
 class Poet:
@@ -158,6 +160,7 @@ class Poet:
         if options.temperature > 0:
             processors.append(TemperatureLogitsWarper(options.temperature))
             processors.append(TopPLogitsWarper(options.top_p))
+            processors.append(TopKLogitsWarper(TOP_K))
             processors.append(SeededSampling([row_seed(seed, line) for seed in seeds]))
         length = options.chars
         config = GenerationConfig(  # greedy over the sampled scores of `SeededSampling`
