@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -264,11 +265,17 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
         return JSONResponse({"error": str(error.detail)}, error.status_code,
                             headers=getattr(error, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def server_error(request: Request, error: Exception):
-        # still JSON for the client; the traceback goes to the server's log as usual
-        return JSONResponse({"error": f"the server failed ({type(error).__name__}: "
-                                      f"{' '.join(str(error).split())[:200]}); see its log"}, 500)
+    @app.middleware("http")
+    async def failures_are_json(request: Request, call_next):
+        """A failure in the models is a JSON 500, answered here rather than by the outermost
+        handler, which would also close the client's keep-alive connection."""
+        try:
+            return await call_next(request)
+        except Exception as error:  # noqa: BLE001 - any failure, logged with its traceback
+            logging.getLogger("poemgen.serve").exception("request failed")
+            return JSONResponse({"error": f"the server failed ({type(error).__name__}: "
+                                          f"{' '.join(str(error).split())[:200]}); see its log"},
+                                500)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -339,6 +346,8 @@ async def _read_fields(request: Request, limits: Limits) -> tuple[dict, UploadFi
             fields = json.loads(body or b"{}")
         except ValueError:
             raise ApiError(422, "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(422, "the JSON body is nested too deeply") from None
         if not isinstance(fields, dict):
             raise ApiError(422, "the JSON body must be an object of options")
         return fields, None

@@ -204,3 +204,28 @@ def test_concurrent_requests_are_batched_and_never_mixed_up(pipeline):
         assert [line[0] for line in poem["lines"]] == list(fields["acrostic"])
         assert {len(line) for line in poem["lines"]} == {5 if fields["form"] == "wujue" else 7}
     assert health["requests"] == 20 and health["batches"] < 20 and health["largest_batch"] > 1
+
+
+@pytest.mark.parametrize("body", ["[" * 5000 + "]" * 5000,
+                                  '{"keywords": ' + "[" * 5000 + "]" * 5000 + "}"])
+def test_deeply_nested_json_is_a_422(client, body):
+    response = client.post("/v1/poems", content=body.encode(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "nested too deeply" in response.json()["error"]
+
+
+def test_a_failure_in_the_models_is_a_json_500_and_the_next_request_works(pipeline, monkeypatch):
+    real = pipeline.write_from_keywords
+    calls = []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_from_keywords", fail_once)
+    with client_for(pipeline) as client:
+        failed = client.post("/v1/poems", json={"keywords": "明月"})
+        assert failed.status_code == 500 and "injected" in failed.json()["error"]
+        assert client.post("/v1/poems", json={"keywords": "明月"}).status_code == 200
