@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import torch
+
 from poemgen.errors import PoemgenError
 from poemgen.images import ImageLoadError, load_image, read_bytes
 from poemgen.keywords import Keyword
@@ -94,11 +96,36 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
             except ImageLoadError as e:
                 failed.append(Outcome(path, digest, error=str(e)))
         yield from failed
-        if not images:
-            continue
-        for outcome, poem in zip(readable, poems_for(pipeline, images, options, keywords)):
-            outcome.poem = poem
-            yield outcome
+        if images:
+            yield from _written(pipeline, readable, images, options, keywords)
+
+
+def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options: PoemOptions,
+             keywords: list[str] | None) -> Iterator[Outcome]:
+    """`outcomes` with their poems. A batch that fails in the models (out of memory, a model
+    error) is written again in halves, down to one photo; a photo that fails alone gets an
+    error line with the reason, and the run goes on. A user's error (PoemgenError) still stops
+    it: it would fail every photo."""
+    try:
+        poems = poems_for(pipeline, images, options, keywords)
+    except PoemgenError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the models raise, retried smaller
+        if len(images) == 1:
+            reason = " ".join(str(error).split())[:200]
+            outcomes[0].error = (f"{outcomes[0].image}: the models failed on this photo "
+                                 f"({type(error).__name__}: {reason})")
+            yield outcomes[0]
+            return
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # an out-of-memory batch leaves its blocks cached
+        half = len(images) // 2
+        yield from _written(pipeline, outcomes[:half], images[:half], options, keywords)
+        yield from _written(pipeline, outcomes[half:], images[half:], options, keywords)
+        return
+    for outcome, poem in zip(outcomes, poems):
+        outcome.poem = poem
+        yield outcome
 
 
 def poems_for(pipeline: Pipeline, images: list, options: PoemOptions,

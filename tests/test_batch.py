@@ -191,3 +191,32 @@ def test_accelerate_launch_splits_images_between_processes(tiny, tmp_path):
     assert all(len(r["lines"]) == 4 for r in written)
     shares = sorted(done.stderr.count(f"process {i} of 2 writes") for i in (1, 2))
     assert shares == [1, 1] and "writes 4 images" in done.stderr and "writes 3 images" in done.stderr
+
+
+def test_a_failing_batch_is_retried_smaller_and_only_the_failing_photo_is_an_error(
+        tiny, tmp_path, capsys, monkeypatch):
+    """Injected: the models fail on any batch holding one particular (red) photo, as an
+    out-of-memory error or a model bug would."""
+    from poemgen.keywords import KeywordScorer
+
+    paths = photo_folder(tmp_path / "photos", 5)
+    poisoned = make_photo(tmp_path / "photos" / "red.jpg", colour=(255, 0, 0))
+    real = KeywordScorer.embed_images
+
+    def embed(self, images):
+        if any(max(abs(a - b) for a, b in zip(image.getpixel((0, 0)), (255, 0, 0))) < 8
+               for image in images):
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(self, images)
+
+    monkeypatch.setattr(KeywordScorer, "embed_images", embed)
+    out = tmp_path / "poems.jsonl"
+    code, _, err = run(capsys, tmp_path / "photos", "--out", out, "--clip", tiny.clip,
+                       "--poet", tiny.poet, "--batch-size", 4)
+    assert code == 1
+    lines = {line["image"]: line for line in records(out)}
+    assert sorted(lines) == sorted(str(p) for p in paths + [poisoned])
+    assert "the models failed on this photo (RuntimeError: CUDA out of memory (injected))" in \
+        lines[str(poisoned)]["error"]
+    assert all("lines" in lines[str(p)] for p in paths)
+    assert err.count("poemgen: error:") == 1 and "Traceback" not in err
