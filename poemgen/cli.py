@@ -164,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
         raise PoemgenError("--keywords is empty; give words such as 明月,孤舟")
     if args.out and not args.images:
         raise PoemgenError("--out needs images to write about; give a folder, files or a pattern")
+    from poemgen.models import preflight, resolve_clip, resolve_poet
+
+    preflight(([("CLIP model", resolve_clip(args.clip))] if args.images else [])
+              + ([] if args.keywords_only else [("poet", resolve_poet(args.poet))]))
     from poemgen.batch import IMAGE_SUFFIXES, JsonlOutput, find_images, write_all
 
     paths = find_images(args.images)
@@ -173,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
     output = JsonlOutput(args.out) if args.out else None
     quiet_transformers()
     from poemgen.keywords import KeywordScorer, Vocabulary
-    from poemgen.models import resolve_clip
     from poemgen.pipeline import Pipeline, choose_device
 
     processes = None

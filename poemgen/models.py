@@ -107,6 +107,55 @@ def poet_in_use() -> str:
     return SHIPPED_POET if offline_fallback(name) else name
 
 
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """Whether the Hub answers a TCP connection within `timeout` seconds (False at once with
+    HF_HUB_OFFLINE set). Reads no huggingface_hub state, so it can run before that is imported."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true"):
+        return False
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def preflight(models: list[tuple[str, str]]) -> None:
+    """Fail at once, in one line naming every model that cannot be had, when a Hub model is
+    neither cached nor reachable: before the heavy imports, and instead of the Hub client's
+    minutes of retries. `models` are (role, resolved name) pairs; the public default poet
+    counts as present, since the shipped poet stands in for it. When the Hub cannot be reached
+    the rest of the run is put offline (HF_HUB_OFFLINE), so cached models load without retries."""
+    for role, name in models:
+        check_local(role, name)  # a path that is no model folder: its own clear line
+    hub = [(role, name) for role, name in models if not Path(name).expanduser().exists()]
+    if not hub:
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+    reachable = hub_reachable()
+    if not reachable:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = True
+    missing = [(role, name) for role, name in hub
+               if name != DEFAULT_POET and not reachable and not is_cached(name)]
+    if missing:
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        flags = " or ".join(f"{'--clip' if role == 'CLIP model' else '--poet'} FOLDER"
+                            for role, _ in missing)
+        raise ModelLoadError(
+            f"{' and '.join(f'{role} {name!r}' for role, name in missing)}: not in the local "
+            f"Hugging Face cache and {why}; fetch "
+            f"{'them' if len(missing) > 1 else 'it'} on a connected machine with "
+            f"{' and '.join(f'`hf download {name}`' for _, name in missing)} and copy the "
+            f"cache here, or pass {flags}")
+
+
 def is_cached(model_id: str) -> bool:
     """Whether a Hub model's config and weights are in the local Hugging Face cache."""
     from huggingface_hub import try_to_load_from_cache

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -361,3 +362,19 @@ def test_check_into_a_closed_pipe_exits_quietly(tmp_path):
     process.stdout.close()
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) != 0 and err == ""
+
+
+def test_without_network_or_cache_the_missing_models_are_one_line_at_once(photo, tmp_path):
+    """Before any heavy import: every missing model named, no retries (the Hub's endpoint here
+    refuses connections), no traceback. (Its time, ~0.3-0.5 s, is a measurement, not a test.)"""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9",
+           "POEMGEN_HOME": str(tmp_path / "home")}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("POEMGEN_CLIP", None)
+    env.pop("POEMGEN_POET", None)
+    done = subprocess.run([sys.executable, "-m", "poemgen", str(photo), "--poet", "someone/poet"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert DEFAULT_CLIP in done.stderr and "someone/poet" in done.stderr
+    assert "cannot be reached" in done.stderr
