@@ -22,10 +22,11 @@ KEYWORDS = [["明月", "孤舟", "寒梅"], ["春风", "杨柳"], ["白云", "�
 FORMS = [(4, 5), (4, 7), (8, 5), (8, 7)]
 FREE = dict(rhyme="none", tones="none", no_repeat=False)
 
-# Measured with the poet committed in this tree (session 1: keyword coverage 0.20, log-prob
-# per token -4.02 with the default rules and -3.54 without), minus a margin. The tests' random
-# poet scores about 0.005 and -8.9 (log 1/7,272): a poet that no longer writes verse fails.
-FLOORS = {"keyword_coverage": 0.10, "logprob": -4.6, "free_logprob": -4.1}
+# Measured with the poet committed in this tree (session 2: keyword coverage 0.70, log-prob
+# per token -3.31 with the default rules and -2.93 without; session 1 had 0.20, -4.02, -3.54),
+# minus a margin. The tests' random poet scores about 0.005 and -8.9 (log 1/7,272): a poet that
+# no longer writes verse fails, and so does one that falls back to session 1's.
+FLOORS = {"keyword_coverage": 0.45, "logprob": -3.8, "free_logprob": -3.4}
 
 
 @pytest.fixture(scope="module")
