@@ -62,8 +62,15 @@ def test_bad_output_paths_are_one_line(tiny, tmp_path, capsys, photo, out, messa
     assert code == 1 and err.count("\n") == 1 and message in err
 
 
-def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys, photo):
-    code, out, err = run(capsys, photo, "--out", "/proc/poems.jsonl", "--clip", "/no/such/clip")
+def test_an_unwritable_output_fails_before_any_work(tiny, tmp_path, capsys, photo, monkeypatch):
+    from poemgen.keywords import KeywordScorer
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(KeywordScorer, "load", never)
+    code, out, err = run(capsys, photo, "--out", "/proc/poems.jsonl", "--clip", tiny.clip,
+                         "--keywords-only")
     assert code == 1 and err.count("\n") == 1 and "cannot be written" in err
     assert out == "" and not os.path.exists("/proc/poems.jsonl")
 
