@@ -369,6 +369,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
                         help="address to listen on (default 127.0.0.1, this machine only; "
                              "0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--api-key", default=os.environ.get("POEMGEN_API_KEY"), metavar="KEY",
+                        help="require this key for POST /v1/poems (Authorization: Bearer KEY, "
+                             "or X-API-Key: KEY); default $POEMGEN_API_KEY. The page asks once")
     limits = parser.add_argument_group("limits (each refused with a 4xx JSON error)")
     limits.add_argument("--max-upload-mb", type=float, default=10, help="default 10")
     limits.add_argument("--max-pixels", type=positive_int, default=40_000_000,
@@ -409,12 +412,14 @@ def run_server(args: argparse.Namespace) -> int:
                           max_pixels=args.max_pixels, max_candidates=args.max_candidates,
                           requests_per_minute=args.rate, burst=args.burst,
                           max_batch=args.max_batch)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"poemgen: note: listening on {args.host}: anyone who can reach this machine can "
-              "use the server", file=sys.stderr)
+              "use the server; set --api-key KEY (or $POEMGEN_API_KEY) to require a key",
+              file=sys.stderr)
     print(f"poemgen: serving on http://{args.host}:{args.port}/ (API docs at /docs)",
           file=sys.stderr, flush=True)
-    serve.serve(pipeline, args.host, args.port, limits, {"clip": clip, "poet": poet})
+    serve.serve(pipeline, args.host, args.port, limits, {"clip": clip, "poet": poet},
+                args.api_key or None)
     return 0
 
 

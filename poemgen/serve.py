@@ -7,13 +7,15 @@ the one the CLI writes with that seed). Only that thread touches the models, so 
 cannot corrupt each other, and a slow upload holds only its own connection.
 
 Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload or image too large,
-415 not an image, 422 bad options, 429 too many requests from one client, 503 queue full; a
+401 without the API key (when one is set), 415 not an image, 422 bad options, 429 too many
+requests from one client, 503 queue full; a
 failure in the models is a JSON 500 and the server goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import math
@@ -242,8 +244,11 @@ class RateLimiter:
                         if t + (now - w) * self.rate < self.burst}
 
 
-def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | None = None) -> FastAPI:
-    """The ASGI app; `models` (names of the CLIP model and poet) is shown by /healthz."""
+def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | None = None,
+               api_key: str | None = None) -> FastAPI:
+    """The ASGI app; `models` (names of the CLIP model and poet) is shown by /healthz. With an
+    `api_key`, POST /v1/poems answers 401 unless the request carries it (`Authorization: Bearer
+    KEY` or `X-API-Key: KEY`); the page and /healthz stay open."""
     batcher = Batcher(pipeline, limits)
     limiter = RateLimiter(limits.requests_per_minute, limits.burst)
     page = resources.files("poemgen").joinpath("web/index.html").read_text(encoding="utf-8")
@@ -289,6 +294,7 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
     async def healthz() -> dict:
         stats = batcher.stats
         return {"status": "ok", "version": __version__, **(models or {}),
+                "api_key_required": bool(api_key),
                 "device": str(pipeline.poet.device), "queued": len(batcher.pending),
                 "requests": stats.requests, "batches": stats.batches,
                 "largest_batch": stats.largest_batch,
@@ -303,10 +309,13 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
               openapi_extra={"requestBody": _request_body_schema()})
     async def poems(request: Request) -> dict:
         client = request.client.host if request.client else "unknown"
-        wait = limiter.retry_after(client)
+        wait = limiter.retry_after(client)  # before the key, so that guessing it is slow too
         if wait:
             raise ApiError(429, f"too many requests from {client}; wait {math.ceil(wait)} s",
                            {"Retry-After": str(math.ceil(wait))})
+        if api_key and not _has_key(request, api_key):
+            raise ApiError(401, "this server needs its API key: send `Authorization: Bearer KEY`"
+                                " or `X-API-Key: KEY`", {"WWW-Authenticate": "Bearer"})
         fields, upload = await _read_fields(request, limits)
         try:
             params = PoemRequest.model_validate(fields)
@@ -428,11 +437,21 @@ def _request_body_schema() -> dict:
                              "example": {"keywords": "明月,孤舟", "form": "qijue"}}}}
 
 
+def _has_key(request: Request, api_key: str) -> bool:
+    """Whether the request carries `api_key`, compared in constant time."""
+    bearer = request.headers.get("authorization", "")
+    given = bearer[7:].strip() if bearer.lower().startswith("bearer ") else \
+        request.headers.get("x-api-key", "")
+    return hmac.compare_digest(given.encode("utf-8"), api_key.encode("utf-8"))
+
+
 def serve(pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8000,
-          limits: Limits = Limits(), models: dict | None = None) -> None:
+          limits: Limits = Limits(), models: dict | None = None,
+          api_key: str | None = None) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(pipeline, limits, models), host=host, port=port, log_level="info",
+    uvicorn.run(create_app(pipeline, limits, models, api_key), host=host, port=port,
+                log_level="info",
                 timeout_keep_alive=5)
 

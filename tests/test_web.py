@@ -50,13 +50,24 @@ def landscape(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
+    yield from served(tiny, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny, tmp_path_factory):
+    yield from served(tiny, tmp_path_factory, "--api-key", "s3cret")
+
+
+def served(tiny, tmp_path_factory, *extra):
+    """`poemgen serve` on a free port, as a user starts it; yields its URL."""
     port = free_port()
     home = tmp_path_factory.mktemp("serve-home")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "POEMGEN_HOME": str(home)}
+    env.pop("POEMGEN_API_KEY", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "poemgen", "serve", "--clip", tiny.clip,
          "--poet", os.environ.get("POEMGEN_SCREENSHOT_POET") or tiny.poet,
-         "--port", str(port), "--max-upload-mb", "1", "--rate", "0"],
+         "--port", str(port), "--max-upload-mb", "1", "--rate", "0", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -221,4 +232,35 @@ def test_the_page_writes_from_keywords_without_a_photo(server, browser):
     page.wait_for_selector("#poem .line", timeout=60_000)
     assert page.locator("#poem .line").count() == 4
     assert page.locator("#keywords-out .kw").all_inner_texts()[0].split() == ["明月", "给定"]
+    page.close()
+
+
+def test_a_keyed_server_wants_its_key_and_the_page_asks_once(keyed_server, browser):
+    poem = {"keywords": "明月"}
+    refused = httpx.post(keyed_server + "/v1/poems", json=poem, timeout=60)
+    assert refused.status_code == 401 and "API key" in refused.json()["error"]
+    wrong = httpx.post(keyed_server + "/v1/poems", json=poem, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401
+    for header in ({"Authorization": "Bearer s3cret"}, {"X-API-Key": "s3cret"}):
+        assert httpx.post(keyed_server + "/v1/poems", json=poem, headers=header,
+                          timeout=60).status_code == 200
+    assert httpx.get(keyed_server + "/healthz").json()["api_key_required"] is True
+    assert httpx.get(keyed_server + "/").status_code == 200
+
+    page = browser.new_page()
+    asked = []
+
+    def answer(dialog):
+        asked.append(dialog.message)
+        dialog.accept("s3cret")
+
+    page.on("dialog", answer)
+    page.goto(keyed_server + "/")
+    for _ in range(2):  # the second poem uses the kept key: no second question
+        page.fill("#keywords", "明月，孤舟")
+        page.click("#write")
+        page.wait_for_function("document.querySelectorAll('#poem .line').length == 4",
+                               timeout=60_000)
+        page.evaluate("document.getElementById('poem').innerHTML = ''")
+    assert len(asked) == 1 and "API" in asked[0]
     page.close()
