@@ -107,13 +107,18 @@ def poet_in_use() -> str:
     return SHIPPED_POET if offline_fallback(name) else name
 
 
+def _offline_by_environment() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, without importing it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+
+
 def hub_reachable(timeout: float = 1.0) -> bool:
     """Whether the Hub answers a TCP connection within `timeout` seconds (False at once with
     HF_HUB_OFFLINE set). Reads no huggingface_hub state, so it can run before that is imported."""
     import socket
     from urllib.parse import urlsplit
 
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true"):
+    if _offline_by_environment():
         return False
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
@@ -135,7 +140,7 @@ def preflight(models: list[tuple[str, str]]) -> None:
     hub = [(role, name) for role, name in models if not Path(name).expanduser().exists()]
     if not hub:
         return
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+    offline = _offline_by_environment()
     reachable = hub_reachable()
     if not reachable:
         os.environ["HF_HUB_OFFLINE"] = "1"

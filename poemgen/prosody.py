@@ -562,15 +562,15 @@ def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
                            f"(known: {', '.join(RHYME_SYSTEMS)}, none)")
     system = load_system("xinyun" if rhyme == "none" else rhyme, crrd)
     lines = split_lines(text)
-    marks = ["".join(_mark(system.tones(char)) for char in line) for line in lines]
+    readings = [[system.reading(char) for char in line] for line in lines]
+    marks = ["".join(_mark(r.tones) for r in line) for line in readings]
     # a character no table knows is not held against the poem; one only the modern reading
     # knows is read so; both are said
-    char_tones = [[system.tones(char) or frozenset((PING, ZE)) for char in line]
-                  for line in lines]
-    hanzi = [c for line in lines for c in line if is_hanzi(c)]
-    unknown = "".join(dict.fromkeys(c for c in hanzi if not system.tones(c)))
-    modern = "".join(dict.fromkeys(c for c in hanzi if system.reading(c).modern
-                                   and system.tones(c)))
+    char_tones = [[r.tones or frozenset((PING, ZE)) for r in line] for line in readings]
+    hanzi = [(c, r) for line, found in zip(lines, readings) for c, r in zip(line, found)
+             if is_hanzi(c)]
+    unknown = "".join(dict.fromkeys(c for c, r in hanzi if not r.tones))
+    modern = "".join(dict.fromkeys(c for c, r in hanzi if r.modern and r.tones))
     repeats = _repeats(lines, allow_reduplication)
     repeat_reasons = [f"line {i + 1} {line} repeats {''.join(chars)}"
                       for i, (line, chars) in enumerate(zip(lines, repeats)) if chars]
