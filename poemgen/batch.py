@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 
 from poemgen.errors import PoemgenError
-from poemgen.images import ImageLoadError, load_image, read_bytes
+from poemgen.images import ImageLoadError, read_bytes
 from poemgen.keywords import Keyword
 from poemgen.options import PoemOptions
 from poemgen.pipeline import Pipeline, Poem
@@ -91,7 +91,7 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
                 continue
             digest = hashlib.sha256(data).hexdigest()
             try:
-                images.append(load_image(data, name=path))
+                images.append(pipeline.load_photo(data, name=path))
                 readable.append(Outcome(path, digest))
             except ImageLoadError as e:
                 failed.append(Outcome(path, digest, error=str(e)))

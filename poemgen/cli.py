@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allow a character twice in a poem")
     form.add_argument("--reduplication", action="store_true",
                       help="allow doubled characters such as 萋萋")
+    form.add_argument("--begin", metavar="LINES",
+                      help="the poem's first line(s), kept as they are: the poet continues "
+                           "them (续写), e.g. 床前明月光 or 床前明月光，疑是地上霜")
+    form.add_argument("--line", action="append", metavar="N=TEXT",
+                      help="keep line N as TEXT and write the others (repeatable), e.g. "
+                           "--line 4=低头思故乡")
     form.add_argument("--crrd", metavar="DIR", help="folder of the 平水韵 tables "
                       "(default $POEMGEN_CRRD, else the data script's folder)")
     writing = parser.add_argument_group("writing")
@@ -150,9 +156,11 @@ def show_notes() -> None:
 
 
 def options_from(args: argparse.Namespace):
-    from poemgen.options import FLAGS, from_flags
+    from poemgen.options import FLAGS, from_flags, given_from
 
-    return from_flags(**{name: getattr(args, name) for name in FLAGS})
+    given = given_from(args.begin, args.line)
+    return from_flags(**{name: getattr(args, name) for name in FLAGS if name != "given"},
+                      given=given)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -376,6 +384,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-upload-mb", type=float, default=10, help="default 10")
     limits.add_argument("--max-pixels", type=positive_int, default=40_000_000,
                         help="pixels in one photo (default 40,000,000)")
+    limits.add_argument("--decoding-pixels", type=positive_int, default=80_000_000,
+                        help="pixels decoding at once across requests; a photo finding no "
+                             "room within 2 s gets 503 (default 80,000,000)")
     limits.add_argument("--max-candidates", type=positive_int, default=8, help="default 8")
     limits.add_argument("--rate", type=float, default=30, metavar="PER_MINUTE",
                         help="requests per minute per client address, 0 for none (default 30)")
@@ -409,7 +420,8 @@ def run_server(args: argparse.Namespace) -> int:
                     crrd=args.crrd)
     poet = pipeline.poet.name
     limits = serve.Limits(max_upload_bytes=int(args.max_upload_mb * 2**20),
-                          max_pixels=args.max_pixels, max_candidates=args.max_candidates,
+                          max_pixels=args.max_pixels, decoding_pixels=args.decoding_pixels,
+                          max_candidates=args.max_candidates,
                           requests_per_minute=args.rate, burst=args.burst,
                           max_batch=args.max_batch)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:

@@ -228,7 +228,8 @@ class VersePlan:
         may follow the choices its 出句 was written in (a 拗 出句 wants its rescue; a rescue
         wants a 拗 出句)."""
         before = state.choices if line % 2 == 1 else None
-        key = ("start", line, state.templates, before)
+        after = state.ahead.get(line + 1) if line % 2 == 0 else None  # a given 对句
+        key = ("start", line, state.templates, before, after)
         if key not in self._masks:
             allowed = 0
             for c, (t, option) in enumerate(self.choices[line]):
@@ -240,6 +241,10 @@ class VersePlan:
                     ok = any(prosody.couplet_ok(first, option)
                              for b, (s, first) in enumerate(self.choices[line - 1])
                              if s == t and before >> b & 1)
+                if after is not None:
+                    ok = ok and any(prosody.couplet_ok(option, second)
+                                    for b, (s, second) in enumerate(self.choices[line + 1])
+                                    if s == t and after >> b & 1)
                 allowed |= ok << c
             # after a relaxed line nothing may follow: any choice of the templates left
             self._masks[key] = allowed or sum(1 << c for c, (t, _) in enumerate(self.choices[line])
@@ -308,9 +313,12 @@ class PoemState:
     group: torch.Tensor | None = None  # allowed rhyme groups (bool per group), once chosen
     used: set[int] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    ahead: dict[int, int] = field(default_factory=dict)  # given line → the choices it keeps
 
 
-def initial_state(plan: VersePlan) -> PoemState:
+def initial_state(plan: VersePlan, given: tuple[str | None, ...] = ()) -> PoemState:
+    """The state before the first line: the rhyme group asked for, the templates an acrostic
+    and the `given` lines (None: written) allow."""
     state = PoemState(plan.all_templates)
     if plan.rules.rhyme_group and plan.system is not None:
         state.group = torch.tensor([g == plan.rules.rhyme_group for g in plan.system.group_names])
@@ -321,7 +329,52 @@ def initial_state(plan: VersePlan) -> PoemState:
                 for c, (s, _) in enumerate(plan.choices[line]))
             for line, char in enumerate(plan.acrostic)))
         state.templates = fitting or state.templates
+    if any(given):
+        _fold_given(plan, state, given)
     return state
+
+
+def _fold_given(plan: VersePlan, state: PoemState, given: tuple[str | None, ...]) -> None:
+    """What given lines fix before any line is written, so that the lines written before them
+    fit them too: the templates their tones keep, the rhyme group of the rhyming ones, their
+    characters (not to be repeated). A given line that breaks a rule is kept, and noted."""
+    rules, system = plan.rules, plan.system
+    lines = [(i, text, [plan.table.index.get(c, -1) for c in text])
+             for i, text in enumerate(given) if text]
+    if system is not None and rules.tones != "none":
+        for i, text, ids in lines:
+            fitting = sum(1 << c for c in range(len(plan.choices[i]))
+                          if all(_keeps(plan, i, c, q, char) for q, char in enumerate(ids)))
+            templates = plan.templates_of(i, fitting) & state.templates
+            if templates:
+                state.templates, state.ahead[i] = templates, fitting
+            else:
+                state.notes.append(f"line {i + 1} (given, {text}) fits no tone template "
+                                   "(with the given lines before it); it is kept as given")
+    if rules.rhyme != "none":
+        for i, text, ids in lines:
+            if not plan.rhymes(i, state.templates) or ids[-1] < 0:
+                continue
+            groups = system.char_groups[ids[-1]].clone()
+            if rules.tones != "none":
+                groups &= ~system.ze_groups
+            chosen = groups if state.group is None else state.group & groups
+            if chosen.any():
+                state.group = chosen
+            else:
+                state.notes.append(f"line {i + 1} (given, {text}) does not rhyme with the "
+                                   f"rhyme group of the lines before it ({rules.rhyme})")
+    seen: set[int] = set()
+    for i, text, ids in lines:
+        if rules.no_repeat and seen & set(ids):
+            repeated = "".join(c for c, char in zip(text, ids) if char in seen)
+            state.notes.append(f"line {i + 1} (given, {text}) repeats {repeated} of an "
+                               "earlier given line")
+        if plan.acrostic and ids[0] != plan.acrostic[i]:
+            state.notes.append(f"line {i + 1} (given, {text}) does not start with the "
+                               f"acrostic's {rules.acrostic[i]}")
+        seen.update(char for char in ids if char >= 0)
+    state.used.update(seen)
 
 
 def update_state(plan: VersePlan, state: PoemState, line_index: int, line: str) -> None:

@@ -5,14 +5,20 @@ return a fully decoded 8-bit RGB image the later stages can rely on, with EXIF o
 applied and every colour mode, bit depth and transparency normalised. Everything a user can get
 wrong (missing file, not an image, truncated download, a gigantic image) becomes an
 `ImageLoadError` whose message is one line naming the input and saying what to do.
+
+Photos far larger than CLIP's input are decoded reduced (`min_side`): JPEGs at 1/2, 1/4 or 1/8
+scale by the decoder itself, others box-averaged right after decoding, so no full-size copy
+outlives the decoder. A `DecodeBudget` bounds the pixels decoding at once across threads.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
-from typing import BinaryIO, Union
+from contextlib import contextmanager, nullcontext
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -23,6 +29,12 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Im
 
 _READABLE = "JPEG, PNG, WebP, GIF, BMP, TIFF …"
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
+# Modes whose values can be box-averaged (palette indices and 1-bit and 16-bit modes cannot).
+_REDUCIBLE_MODES = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"}
+# A reduced photo keeps its shorter side at least this many times CLIP's input side, so the
+# image processor's own resampling still does the last, antialiased step.
+REDUCE_MARGIN = 2
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
 
 
 class ImageLoadError(PoemgenError):
@@ -34,6 +46,49 @@ class ImageLoadError(PoemgenError):
 
 class ImageTooLargeError(ImageLoadError):
     """An image with more pixels than allowed (a server answers 413 rather than 415)."""
+
+
+class ImageBusyError(ImageLoadError):
+    """Other images hold the decoding budget; the same image may succeed shortly (a server
+    answers 503 with Retry-After)."""
+
+
+class DecodeBudget:
+    """At most `pixels` pixels decoding at once across threads.
+
+    Decoding is the moment a photo takes its full size in memory, whatever its file size (a
+    128 KB PNG of 6300×6300 decodes to 119 MB), so a server shares one budget among its
+    requests: an image waits up to `wait_s` for room, then is turned away with
+    `ImageBusyError`. An image larger than the whole budget decodes alone.
+    """
+
+    def __init__(self, pixels: int, wait_s: float = 1.0):
+        if pixels <= 0:
+            raise ValueError(f"a decode budget needs a positive pixel count, got {pixels}")
+        self.pixels = pixels
+        self.wait_s = wait_s
+        self._in_use = 0
+        self._changed = threading.Condition()
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @contextmanager
+    def reserve(self, pixels: int, name: str) -> Iterator[None]:
+        pixels = min(pixels, self.pixels)
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._in_use + pixels <= self.pixels,
+                                          self.wait_s):
+                raise ImageBusyError(f"{name}: other large photos are being decoded; "
+                                     "try again in a few seconds")
+            self._in_use += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_use -= pixels
+                self._changed.notify_all()
 
 
 def describe_source(source: object) -> str:
@@ -50,8 +105,9 @@ def describe_source(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
-def load_image(source: ImageSource, *, max_pixels: int = 89_478_485,
-               name: str | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               name: str | None = None, min_side: int | None = None,
+               budget: DecodeBudget | None = None) -> Image.Image:
     """Load `source` as a new, fully decoded 8-bit RGB image.
 
     Animated images give their first frame; a PIL image passed in is converted from its current
@@ -59,6 +115,10 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485,
     pixel data is decoded. Pillow's own decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) is
     also enforced, so the effective limit is the smaller of the two. Messages name the input
     by `name` when given (bytes read from a file or an upload), else as `describe_source` does.
+
+    With `min_side` (CLIP's input side), an image whose shorter side is at least `REDUCE_MARGIN`
+    times larger comes back reduced by a whole factor that keeps it so. With `budget`, decoding
+    waits for room in it (`ImageBusyError` when none comes).
     """
     name = name or describe_source(source)
     with warnings.catch_warnings():
@@ -76,8 +136,13 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485,
                     f"{name}: is {image.width}×{image.height} pixels, more than the limit of "
                     f"{max_pixels:,}; downscale it or raise max_pixels"
                 )
-            image.load()
-            image = ImageOps.exif_transpose(image)
+            factor = _reduction(image, min_side)
+            if factor > 1 and image is not source:
+                image.draft(None, (image.width // factor, image.height // factor))
+            with budget.reserve(image.width * image.height, name) if budget else nullcontext():
+                image.load()
+                image = _to_rgb(ImageOps.exif_transpose(_reduced(image, min_side)), name)
+                return _reduced(image, min_side)
         except Image.UnidentifiedImageError:
             raise ImageLoadError(
                 f"{name}: is not an image Pillow can read ({_READABLE}); "
@@ -91,7 +156,21 @@ def load_image(source: ImageSource, *, max_pixels: int = 89_478_485,
             raise ImageLoadError(
                 f"{name}: is truncated or corrupt ({error}); re-export or re-download it"
             ) from None
-    return _to_rgb(image, name)
+
+
+def _reduction(image: Image.Image, min_side: int | None) -> int:
+    """The whole factor `image` can shrink by and keep REDUCE_MARGIN × `min_side` pixels."""
+    if not min_side:
+        return 1
+    return max(1, min(image.size) // (REDUCE_MARGIN * min_side))
+
+
+def _reduced(image: Image.Image, min_side: int | None) -> Image.Image:
+    """`image` box-averaged down by `_reduction`, where its mode allows; else as it is."""
+    factor = _reduction(image, min_side)
+    if factor == 1 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    return image.reduce(factor)
 
 
 def read_bytes(source: object, name: str) -> bytes:

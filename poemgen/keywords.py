@@ -142,6 +142,16 @@ class KeywordScorer:
             cache_hit = False
         return cls(model, processor, vocabulary, embeddings.to(device), device, cache_hit)
 
+    @property
+    def image_side(self) -> int:
+        """The largest side CLIP's image processor resizes or crops a photo to: photos are
+        decoded no larger than a few times this (`images.load_image(min_side=...)`)."""
+        image_processor = self.processor.image_processor
+        sizes = [image_processor.size, getattr(image_processor, "crop_size", None)]
+        sides = [size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+                 for size in sizes for key in ("shortest_edge", "height", "width")]
+        return max((side for side in sides if side), default=224)
+
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image], batch_size: int = 16) -> torch.Tensor:
         """L2-normalised image embeddings, computed in batches."""

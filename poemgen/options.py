@@ -61,18 +61,66 @@ def split_words(text: str, what: str = "keywords") -> list[str]:
 # The options as the CLI's flags and the HTTP API's fields name them (see `from_flags`)
 FLAGS = ("form", "lines", "chars", "allow_repeats", "categories", "topk", "seed", "temperature",
          "top_p", "hint", "imitate", "rhyme", "tones", "rhyme_group", "acrostic", "reduplication",
-         "candidates", "per_category", "diversity", "emotions")
+         "candidates", "per_category", "diversity", "emotions", "given")
 
 
 def from_flags(form: str | None, lines: int | None, chars: int | None, allow_repeats: bool,
-               categories: str | list[str] | tuple[str, ...], **fields) -> "PoemOptions":
+               categories: str | list[str] | tuple[str, ...], given=(), **fields
+               ) -> "PoemOptions":
     """`PoemOptions` from the options as a person gives them (`FLAGS`): a form name or sizes,
-    `allow_repeats`, and categories typed as a list (山水,草木) or given as one."""
+    `allow_repeats`, categories typed as a list (山水,草木) or given as one, and given lines
+    typed as a poem (see `parse_given`). Without a form or sizes, given lines set them: 七言
+    for lines of 7, 律诗 for more than 4 lines."""
+    given = parse_given(given)
+    first = next((len(line) for line in given if line), None)
+    if first in (5, 7) and not (form or chars):
+        chars = first
+    if given and not (form or lines) and len(given) > 4:
+        lines = 8
     lines, chars = form_size(form, lines, chars)
     if isinstance(categories, str):
         categories = split_words(categories, "categories")
     return PoemOptions(lines=lines, chars=chars, no_repeat=not allow_repeats,
-                       categories=tuple(categories), **fields)
+                       categories=tuple(categories), given=given, **fields)
+
+
+_LINE_BREAKS = re.compile(r"[,，、。.！!？?；;\n]")
+_TO_WRITE = {"", "_", "＿", "*"}
+
+
+def parse_given(given) -> tuple[str | None, ...]:
+    """Given lines as a person types them, `床前明月光，，，低头思故乡` (an empty entry, _ or *
+    is a line to write; a pasted poem's punctuation separates lines), or as a list (None or ""
+    to write); lines to write at the end are dropped."""
+    if given is None:
+        return ()
+    if isinstance(given, str):
+        given = _LINE_BREAKS.split(given) if given.strip() else []
+    if not isinstance(given, (list, tuple)) or not all(g is None or isinstance(g, str)
+                                                       for g in given):
+        raise OptionsError(f"given must be lines such as ['床前明月光', None] or "
+                           f"'床前明月光，，'; got {given!r}")
+    lines = [None if line is None or line.strip() in _TO_WRITE else line.strip()
+             for line in given]
+    while lines and lines[-1] is None:
+        lines.pop()
+    return tuple(lines)
+
+
+def given_from(begin: str | None, pinned: list[str] | None) -> tuple[str | None, ...]:
+    """Given lines from the CLI's `--begin "TEXT，TEXT"` (the first lines) and `--line N=TEXT`
+    (line N, from 1)."""
+    lines = list(parse_given(begin or ""))
+    for item in pinned or []:
+        number, sep, text = item.partition("=")
+        if not sep or not number.strip().isdigit() or int(number) < 1 or not text.strip():
+            raise OptionsError(f"--line {item}: write it as N=TEXT, e.g. --line 2=疑是地上霜")
+        n, text = int(number), text.strip()
+        lines.extend([None] * (n - len(lines)))
+        if lines[n - 1] not in (None, text):
+            raise OptionsError(f"--line {item}: line {n} is already given as {lines[n - 1]}")
+        lines[n - 1] = text
+    return tuple(lines)
 
 
 def form_size(form: str | None, lines: int | None, chars: int | None) -> tuple[int, int]:
@@ -89,9 +137,11 @@ def form_size(form: str | None, lines: int | None, chars: int | None) -> tuple[i
 
 
 _FIELD_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool,
-                "tuple[str, ...]": tuple}
+                "tuple[str, ...]": tuple, "tuple[str | None, ...]": tuple}
 _TYPE_NAMES = {int: "a whole number", (int, float): "a number", str: "a string",
-               bool: "True or False", tuple: "a list of category names"}
+               bool: "True or False", tuple: "a list"}
+_HAN_LINE = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+$")
+FORM_TITLES = {(4, 5): "五绝", (4, 7): "七绝", (8, 5): "五律", (8, 7): "七律"}
 
 
 def with_overrides(options: "PoemOptions | None", **overrides) -> "PoemOptions":
@@ -139,6 +189,8 @@ class PoemOptions:
     per_category: int = 2      # at most this many keywords from one category
     diversity: float = 0.3     # keyword choice: weight against near-synonyms (0 to 1)
     emotions: bool = False     # offer 情思 keywords even when CLIP finds them unlikely
+    given: tuple[str | None, ...] = ()  # lines kept as they are (None: written); fewer than
+    #                                     the form's lines: the first lines, continued (续写)
 
     def __post_init__(self):
         self._check_types()
@@ -175,6 +227,30 @@ class PoemOptions:
             raise OptionsError("per_category must be at least 1 and diversity in [0, 1]")
         if self.candidates > 1 and self.temperature == 0:
             raise OptionsError("several candidates need sampling: set temperature above 0")
+        self._check_given()
+
+    def _check_given(self) -> None:
+        """Given lines: at most one per line of the form, each of the form's length in Chinese
+        characters, kept in their standard forms (as the poet knows them)."""
+        if len(self.given) > self.lines:
+            raise OptionsError(f"line {len(self.given)} is given, but the poem has {self.lines} "
+                               "lines; give lines within the form, or choose a longer one")
+        title = FORM_TITLES[(self.lines, self.chars)]
+        for i, line in enumerate(self.given):
+            if line is None:
+                continue
+            if not isinstance(line, str) or not _HAN_LINE.match(line):
+                raise OptionsError(f"given line {i + 1} {line!r}: must be Chinese characters "
+                                   "only, with no punctuation")
+            if len(line) != self.chars:
+                raise OptionsError(f"given line {i + 1} {line}: has {len(line)} characters, but "
+                                   f"a {title} line has {self.chars}; give {self.chars}")
+        object.__setattr__(self, "given", tuple(None if line is None else standardize(line)
+                                                for line in self.given))
+
+    def given_line(self, index: int) -> str | None:
+        """Line `index` as given, or None when the poet writes it."""
+        return self.given[index] if index < len(self.given) else None
 
     def _check_types(self) -> None:
         """Each field of the type it is declared with, as the CLI's parser would make it; a
@@ -184,6 +260,8 @@ class PoemOptions:
                                                                      "categories")))
         elif isinstance(self.categories, list):
             object.__setattr__(self, "categories", tuple(self.categories))
+        if isinstance(self.given, (str, list)):
+            object.__setattr__(self, "given", parse_given(self.given))
         for f in fields(self):
             if f.name == "seed":  # checked with its range below
                 continue

@@ -10,7 +10,7 @@ import torch
 
 from poemgen import rerank
 from poemgen.errors import PoemgenError
-from poemgen.images import ImageSource, load_image
+from poemgen.images import DEFAULT_MAX_PIXELS, DecodeBudget, ImageSource, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
 from poemgen.models import resolve_clip
 from poemgen.options import OptionsError, PoemOptions, check_keywords, with_overrides
@@ -75,6 +75,13 @@ class Pipeline:
         self.scorer = scorer
         self.poet = poet
 
+    def load_photo(self, image: ImageSource, *, name: str | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS, budget: DecodeBudget | None = None):
+        """`image` decoded as CLIP will see it: RGB, and no larger than CLIP needs (a 24 MP
+        photo is decoded reduced rather than held at full size); see `images.load_image`."""
+        side = self.scorer.image_side if self.scorer is not None else None
+        return load_image(image, name=name, max_pixels=max_pixels, min_side=side, budget=budget)
+
     def keywords(self, image: ImageSource, options: PoemOptions | None = None,
                  **overrides) -> list[Keyword]:
         """The keywords CLIP finds in `image` (topk, categories, per_category … from options)."""
@@ -83,7 +90,7 @@ class Pipeline:
     def keywords_batch(self, images: list[ImageSource], options: PoemOptions | None = None,
                        **overrides) -> list[list[Keyword]]:
         options = with_overrides(options, **overrides)
-        return self._require_scorer().score([load_image(image) for image in images],
+        return self._require_scorer().score([self.load_photo(i) for i in images],
                                             options.topk, selection=options.selection)
 
     def write(self, image: ImageSource | None = None, options: PoemOptions | None = None, *,
@@ -108,7 +115,7 @@ class Pipeline:
         self._require_poet()
         embeddings = None
         if images is not None:
-            embeddings = self._require_scorer().embed_images([load_image(i) for i in images])
+            embeddings = self._require_scorer().embed_images([self.load_photo(i) for i in images])
         if keywords is not None:
             found = [[Keyword(word, None) for word in check_keywords(words)] for words in keywords]
         else:

@@ -74,19 +74,25 @@ class Poet:
             raise PoemgenError(f"poet '{self.name}' uses the '{self.format.name}' prompt format, "
                                "which cannot imitate a poet; drop --imitate or use a title poet")
         plan = self.plan(options)
+        self._check_given(options.given)
         form = options.form
         rows = [words for words in keywords for _ in range(options.candidates)]
         seeds = [row_seed(options.seed, words, i % options.candidates) if options.temperature
                  else 0 for i, words in enumerate(rows)]  # greedy draws nothing
         verses = [Verse() for _ in rows]
-        states = [initial_state(plan) for _ in rows]
+        states = [initial_state(plan, options.given) for _ in rows]
         for line in range(form.lines):
-            texts = [self.format.encoder_text(form, words, verse.lines, options.hint,
-                                              options.imitate) for words, verse in zip(rows, verses)]
-            prefixes = [self.tokenizer(self.format.decoder_prefix(verse.lines),
-                                       add_special_tokens=False).input_ids if verse.lines else []
-                        for verse in verses]
-            written = self.generate_lines(texts, prefixes, plan, line, states, options, seeds)
+            kept = options.given_line(line)
+            if kept is not None:  # a given line: conditioned on, never written or scored
+                written = [(kept, 0.0, 0)] * len(rows)
+            else:
+                texts = [self.format.encoder_text(form, words, verse.lines, options.hint,
+                                                  options.imitate)
+                         for words, verse in zip(rows, verses)]
+                prefixes = [self.tokenizer(self.format.decoder_prefix(verse.lines),
+                                           add_special_tokens=False).input_ids
+                            if verse.lines else [] for verse in verses]
+                written = self.generate_lines(texts, prefixes, plan, line, states, options, seeds)
             for verse, state, (text, logprob, tokens) in zip(verses, states, written):
                 verse.lines.append(text)
                 verse.logprob += logprob
@@ -96,6 +102,15 @@ class Poet:
             verse.notes = state.notes
         n = options.candidates
         return [verses[i:i + n] for i in range(0, len(verses), n)]
+
+    def _check_given(self, given: tuple[str | None, ...]) -> None:
+        """Given lines must be made of characters this poet has tokens for, or it could not
+        read them back (nor the rules see them)."""
+        for i, line in enumerate(given):
+            unknown = "".join(dict.fromkeys(c for c in line or "" if c not in self.table.index))
+            if unknown:
+                raise PoemgenError(f"given line {i + 1} {line}: poet '{self.name}' does not know "
+                                   f"{unknown}; write it with other characters")
 
     def plan(self, options: PoemOptions) -> VersePlan:
         """The rules of `options` against this poet's vocabulary. Plans are kept (the most

@@ -8,8 +8,9 @@ cannot corrupt each other, and a slow upload holds only its own connection.
 
 Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload or image too large,
 401 without the API key (when one is set), 415 not an image, 422 bad options, 429 too many
-requests from one client, 503 queue full; a
-failure in the models is a JSON 500 and the server goes on.
+requests from one client, 503 queue full or too many pixels decoding at once (photos are
+decoded reduced to what CLIP needs, and `decoding_pixels` bounds the decoders' memory across
+requests); a failure in the models is a JSON 500 and the server goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +35,7 @@ from starlette.exceptions import HTTPException
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
-from poemgen.images import ImageLoadError, ImageTooLargeError, load_image
+from poemgen.images import DecodeBudget, ImageBusyError, ImageLoadError, ImageTooLargeError
 from poemgen.options import RHYMES, TONES, PoemOptions, from_flags, split_words
 from poemgen.pipeline import Pipeline, Poem
 
@@ -47,6 +48,8 @@ class Limits:
 
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
+    decoding_pixels: int = 80_000_000  # across requests at once; beyond it a photo waits …
+    decode_wait_s: float = 2.0         # … this long, then the request gets 503
     max_candidates: int = 8
     max_keywords: int = 16
     requests_per_minute: float = 30.0  # per client address; 0: no limit
@@ -91,6 +94,10 @@ class PoemRequest(BaseModel):
     per_category: int = Field(2, ge=1)
     diversity: float = Field(0.3, ge=0, le=1)
     emotions: bool = False
+    given: Union[str, list[Optional[str]]] = Field(
+        "", description="lines kept as they are, the others written: a list (null: write "
+                        "it) or text such as 床前明月光，，，低头思故乡; fewer than the form's "
+                        "lines are the first lines (续写)")
 
     def words(self) -> list[str]:
         texts = self.keywords if isinstance(self.keywords, list) else [self.keywords or ""]
@@ -251,6 +258,7 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
     KEY` or `X-API-Key: KEY`); the page and /healthz stay open."""
     batcher = Batcher(pipeline, limits)
     limiter = RateLimiter(limits.requests_per_minute, limits.burst)
+    decoding = DecodeBudget(limits.decoding_pixels, limits.decode_wait_s)
     page = resources.files("poemgen").joinpath("web/index.html").read_text(encoding="utf-8")
 
     async def lifespan(app):
@@ -260,6 +268,7 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
     app = FastAPI(title="poemgen", version=__version__, lifespan=lifespan,
                   description="Look at a photo and write a classical Chinese poem (看图写诗).")
     app.state.batcher = batcher
+    app.state.decoding = decoding
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
@@ -300,6 +309,7 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
                 "largest_batch": stats.largest_batch,
                 "limits": {"max_upload_bytes": limits.max_upload_bytes,
                            "max_pixels": limits.max_pixels,
+                           "decoding_pixels": limits.decoding_pixels,
                            "max_candidates": limits.max_candidates,
                            "requests_per_minute": limits.requests_per_minute}}
 
@@ -333,7 +343,8 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
         image, name = None, None
         if upload is not None:
             name = upload.filename or "upload"
-            image = await asyncio.to_thread(_load_upload, await upload.read(), name, limits)
+            image = await asyncio.to_thread(_load_upload, pipeline, await upload.read(), name,
+                                            limits, decoding)
         if image is None and not words:
             raise ApiError(422, "send a photo in the multipart field 'image', or 'keywords'")
         try:
@@ -405,14 +416,18 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
         raise ApiError(408, f"the upload took longer than {limits.read_timeout_s:g} s") from None
 
 
-def _load_upload(data: bytes, name: str, limits: Limits):
+def _load_upload(pipeline: Pipeline, data: bytes, name: str, limits: Limits,
+                 decoding: DecodeBudget):
     if len(data) > limits.max_upload_bytes:
         raise ApiError(413, f"{name}: is larger than {limits.max_upload_bytes // 2**20} MB; "
                             "send a smaller photo")
     try:
-        return load_image(data, max_pixels=limits.max_pixels, name=name)
+        return pipeline.load_photo(data, name=name, max_pixels=limits.max_pixels,
+                                   budget=decoding)
     except ImageTooLargeError as error:
         raise ApiError(413, str(error)) from None
+    except ImageBusyError as error:
+        raise ApiError(503, str(error), {"Retry-After": str(math.ceil(limits.decode_wait_s))})
     except ImageLoadError as error:
         raise ApiError(415, str(error)) from None
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from poemgen.errors import PoemgenError
-from poemgen.images import ImageLoadError, describe_source, load_image
+from poemgen.images import (DecodeBudget, ImageBusyError, ImageLoadError, describe_source,
+                            load_image)
 
 
 def save(image: Image.Image, path: Path, **params: object) -> Path:
@@ -301,3 +302,89 @@ def test_message_is_one_line_even_for_odd_names(tmp_path: Path) -> None:
     with pytest.raises(ImageLoadError) as caught:
         load_image(path)
     assert "\n" not in str(caught.value) and "lines.jpg" in str(caught.value)
+
+
+# Large photos are decoded no larger than CLIP needs (`min_side`), within a shared budget
+
+
+def decoded_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The size of every image the decoders fill from then on."""
+    sizes: list[tuple[int, int]] = []
+    original = __import__("PIL.ImageFile", fromlist=["ImageFile"]).ImageFile.load
+
+    def recording_load(self):  # type: ignore[no-untyped-def]
+        sizes.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", recording_load)
+    return sizes
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encoded(Image.new("RGB", (3584, 2688), (200, 30, 60)), "JPEG", quality=95)
+    sizes = decoded_sizes(monkeypatch)
+    image = load_image(data, min_side=224)
+    assert set(sizes) == {(896, 672)}  # the decoder's 1/4 scale: never the full 9.6 MP
+    assert image.size == (896, 672)
+    assert all(abs(a - b) <= 3 for a, b in zip(pixel(image, (448, 336)), (200, 30, 60)))
+
+
+@pytest.mark.parametrize("mode,colour", [("RGB", (200, 30, 60)), ("RGBA", (200, 30, 60, 255)),
+                                         ("L", 90), ("P", None), ("I;16", 25700)])
+def test_a_large_png_comes_back_reduced_in_every_mode(mode: str, colour: object) -> None:
+    image = Image.new(mode, (3584, 2688), colour) if colour is not None else \
+        Image.new("RGB", (3584, 2688), (200, 30, 60)).convert("P", palette=Image.ADAPTIVE)
+    result = load_image(encoded(image, "PNG"), min_side=224)
+    assert result.size == (598, 448)  # reduced by 6: the shorter side stays ≥ 2 × 224
+    assert result.mode == "RGB"
+    expected = {"L": (90,) * 3, "I;16": (100,) * 3}.get(mode, (200, 30, 60))
+    assert pixel(result, (300, 200)) == expected
+
+
+def test_reduction_keeps_the_exif_orientation_and_spares_small_photos() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    tall = load_image(encoded(Image.new("RGB", (1800, 900), (10, 20, 30)), "JPEG", exif=exif),
+                      min_side=224)
+    assert tall.size == (450, 900)
+    assert load_image(encoded(noise((800, 600)), "PNG"), min_side=224).size == (800, 600)
+    assert load_image(encoded(noise((1000, 900)), "PNG")).size == (1000, 900)
+
+
+def test_a_pil_image_passed_in_is_reduced_without_being_touched() -> None:
+    original = Image.new("RGB", (2000, 1000), (1, 2, 3))
+    assert load_image(original, min_side=100).size == (400, 200)
+    assert original.size == (2000, 1000) and original.getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_the_decode_budget_turns_away_what_does_not_fit() -> None:
+    budget = DecodeBudget(pixels=100, wait_s=0.05)
+    data = encoded(Image.new("RGB", (8, 8)), "PNG")  # 64 pixels
+    with budget.reserve(60, "other"):
+        with pytest.raises(ImageBusyError) as caught:
+            load_image(data, name="up.png", budget=budget)
+        assert str(caught.value).startswith("up.png: ") and "try again" in str(caught.value)
+        assert load_image(encoded(Image.new("RGB", (5, 8)), "PNG"), budget=budget).size == (5, 8)
+    assert budget.in_use == 0
+    assert load_image(encoded(Image.new("RGB", (20, 20)), "PNG"), budget=budget).size == (20, 20)
+    assert budget.in_use == 0  # an image larger than the whole budget decodes alone
+
+
+def test_a_waiting_decode_starts_when_room_is_freed() -> None:
+    import threading
+
+    budget = DecodeBudget(pixels=100, wait_s=10)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with budget.reserve(100, "first"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.1, release.set).start()
+    assert load_image(encoded(Image.new("RGB", (8, 8)), "PNG"), budget=budget).size == (8, 8)
+    thread.join()
+    assert budget.in_use == 0

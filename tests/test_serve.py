@@ -158,6 +158,35 @@ def test_a_full_queue_is_503(pipeline):
         assert client.get("/healthz").json()["requests"] == 0  # refused, not counted
 
 
+def test_given_lines_come_as_a_json_list_or_as_form_text(client, pipeline):
+    expected = pipeline.write(keywords=["明月"], given=[None, "青山白云飞"], seed=2).lines
+    as_json = client.post("/v1/poems", json={"keywords": "明月", "given": [None, "青山白云飞"],
+                                             "seed": 2})
+    as_form = client.post("/v1/poems", data={"keywords": "明月", "given": "，青山白云飞，，",
+                                             "seed": "2"})
+    assert as_json.status_code == as_form.status_code == 200, as_json.text
+    assert as_json.json()["lines"] == as_form.json()["lines"] == expected
+    assert expected[1] == "青山白云飞"
+    bad = client.post("/v1/poems", json={"keywords": "明月", "given": ["青山白云"]})
+    assert bad.status_code == 422 and "given line 1 青山白云: has 4" in bad.json()["error"]
+
+
+def test_uploads_beyond_the_decoding_budget_get_503_and_a_large_photo_still_works(pipeline):
+    app = create_app(pipeline, Limits(requests_per_minute=0, decode_wait_s=0.05))
+    big = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (90, 140, 60)).save(big, "PNG")  # 12 MP in 40 KB
+    upload = {"files": {"image": ("big.png", big.getvalue(), "image/png")}, "data": {"seed": "1"}}
+    with TestClient(app) as client:
+        with app.state.decoding.reserve(app.state.decoding.pixels, "another upload"):
+            busy = client.post("/v1/poems", **upload)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert busy.json()["error"].startswith("big.png: ") and "try again" in busy.json()["error"]
+        answer = client.post("/v1/poems", **upload)
+        assert answer.status_code == 200, answer.text
+        assert client.get("/healthz").json()["limits"]["decoding_pixels"] == 80_000_000
+    assert app.state.decoding.in_use == 0
+
+
 def test_a_failure_in_the_models_is_a_json_500_and_the_server_goes_on(pipeline, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")

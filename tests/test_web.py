@@ -264,3 +264,34 @@ def test_a_keyed_server_wants_its_key_and_the_page_asks_once(keyed_server, brows
         page.evaluate("document.getElementById('poem').innerHTML = ''")
     assert len(asked) == 1 and "API" in asked[0]
     page.close()
+
+
+def test_the_page_locks_lines_and_rewrites_the_others(server, browser):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server + "/")
+    page.select_option("#form", "wulv")
+    page.fill("#keywords", "明月，孤舟")
+    page.fill("#seed", "5")
+    page.click("#write")
+    page.wait_for_function("document.querySelectorAll('#poem .line').length == 8", timeout=60_000)
+    before = page.locator("#poem .line").all_inner_texts()
+    for i in (0, 3, 5):
+        page.locator("#poem .line").nth(i).click()
+    page.locator("#poem .line").nth(5).press("Enter")  # the keyboard unlocks it again
+    assert page.locator("#poem .line.locked").count() == 2
+    page.evaluate("$('status').textContent = ''")
+    with page.expect_request(lambda r: r.url.endswith("/v1/poems")) as sent:
+        page.click("#rewrite")
+    body = sent.value.post_data
+    assert f"{before[0][:5]}，，，{before[3][:5]}" in body and "wulv" in body
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('用时')",
+                           timeout=60_000)
+    after = page.locator("#poem .line").all_inner_texts()
+    assert len(after) == 8 and after[0] == before[0] and after[3] == before[3]
+    assert [page.locator("#poem .line").nth(i).get_attribute("aria-pressed") for i in (0, 3, 5)] \
+        == ["true", "true", "false"]
+    assert page.locator("#keywords-out .kw").count() == 2
+    assert errors == []
+    page.close()
