@@ -17,6 +17,8 @@ from pathlib import Path
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
+from poemgen.models import quiet_transformers
+from poemgen.options import positive_int
 
 
 
@@ -104,13 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per batch through CLIP and the poet (default 8)")
     parser.add_argument("--version", action="version", version=f"poemgen {__version__}")
     return parser
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,11 +467,3 @@ def list_models(args: argparse.Namespace) -> int:
     print("here: config and weights are in the local Hugging Face cache (or the folder exists); "
           "used: what `poemgen IMAGE` picks now")
     return 0
-
-
-def quiet_transformers() -> None:
-    """Hide transformers' advice and weight-loading bars; the Hub's download bars stay."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))

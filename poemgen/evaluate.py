@@ -57,16 +57,13 @@ The metrics (every share is over the row's poems, shown as a percentage):
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Iterator
+from dataclasses import replace
 
-from poemgen.errors import PoemgenError
+from poemgen.corpus import (EvalError, Progress, Sample, gold_file, iter_poems, read_poems,
+                            save_poems, training_lines, valid_shape)
 from poemgen.metrics import bleu, copy_rate, distinct, repeated_line_share, self_bleu
 
 DEFAULT_LIMIT = 200
@@ -77,115 +74,6 @@ COLUMNS = ("source", "poems", "format", "rhyme 新韵", "tones 新韵", "rhyme �
 KEYS = ("source", "poems", "format", "rhyme_xinyun", "tones_xinyun", "rhyme_pingshui",
         "tones_pingshui", "repeats", "distinct_1", "distinct_2", "distinct_4", "self_bleu_4",
         "keyword_coverage", "bleu_2", "copied_lines", "repeated_line", "logprob")
-GOLD_FILES = ("test.jsonl", "ccpc_test_v1.0.json")
-
-
-class EvalError(PoemgenError):
-    """An input that cannot be evaluated: a missing or malformed file, no poems."""
-
-
-@dataclass
-class Sample:
-    """One poem and the keywords it was (or is to be) written from."""
-
-    lines: list[str]
-    keywords: list[str]
-
-
-# --- reading poems --------------------------------------------------------------------------
-
-def parse_record(record, where: str) -> Sample:
-    """A poem from one JSON object of any accepted shape; `where` names it in errors."""
-    from poemgen.prosody import split_lines
-
-    if not isinstance(record, dict):
-        raise EvalError(f"{where}: not a JSON object")
-    if isinstance(record.get("lines"), list) and all(isinstance(x, str) for x in record["lines"]):
-        text = "\n".join(record["lines"])
-    elif isinstance(record.get("content"), str):  # CCPC: lines joined by |
-        text = record["content"]
-    elif isinstance(record.get("poem"), str):
-        text = record["poem"]
-    else:
-        raise EvalError(f'{where}: no poem (expected "lines": [...], "content" or "poem")')
-    return Sample(split_lines(text), parse_keywords(record.get("keywords"), where))
-
-
-def parse_keywords(value, where: str) -> list[str]:
-    """Keywords as `poemgen --json` gives them ([{"word", "score"}]), as data/prepare.py does
-    (["明月", ...]) or as CCPC does ("明月 孤舟"); duplicates dropped, order kept."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        words = value.replace(",", " ").replace("，", " ").replace("、", " ").split()
-    elif isinstance(value, list):
-        words = []
-        for item in value:
-            word = item.get("word") if isinstance(item, dict) else item
-            if not isinstance(word, str):
-                raise EvalError(f'{where}: a keyword is neither a string nor {{"word": ...}}')
-            words.append(word.strip())
-    else:
-        raise EvalError(f"{where}: keywords must be a list or a string")
-    return list(dict.fromkeys(w for w in words if w))
-
-
-def iter_poems(path: str | os.PathLike) -> Iterator[Sample]:
-    """The poems of a file, one JSON object a line; EvalError names the line that fails."""
-    path = Path(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise EvalError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise EvalError(f"{path}: is a folder; give a file of poems, one JSON object a line") \
-            from None
-    except OSError as e:
-        raise EvalError(f"{path}: cannot be read ({e.strerror or e})") from None
-    with f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise EvalError(f"{path} line {number}: not UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalError(f"{path} line {number}: not JSON ({e.msg})") from None
-            yield parse_record(record, f"{path} line {number}")
-
-
-def read_poems(path: str | os.PathLike, limit: int | None = None) -> list[Sample]:
-    """The first `limit` poems of a file (all by default); a file without any is an error."""
-    poems = list(itertools.islice(iter_poems(path), limit))
-    if not poems:
-        raise EvalError(f"{path}: no poems in the file")
-    return poems
-
-
-def gold_file(data: str | os.PathLike) -> Path:
-    """The gold poems under --data: a file, or DIR/test.jsonl, or DIR/ccpc_test_v1.0.json."""
-    path = Path(data).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in GOLD_FILES:
-            if (path / name).is_file():
-                return path / name
-        raise EvalError(f"--data {data}: neither {' nor '.join(GOLD_FILES)} is in the folder; "
-                        "run `python data/prepare.py` or pass the CCPC folder")
-    raise EvalError(f"--data {data}: no such folder; run `python data/prepare.py` or pass the "
-                    "folder it wrote")
-
-
-def valid_shape(lines: list[str]) -> bool:
-    """4 or 8 lines, all of 5 or all of 7 Chinese characters."""
-    from poemgen.prosody import is_hanzi
-
-    return (len(lines) in (4, 8) and len({len(line) for line in lines}) == 1
-            and len(lines[0]) in (5, 7) and all(is_hanzi(c) for line in lines for c in line))
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -328,7 +216,7 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str],
     the user should know is added to `notes`."""
     import torch
 
-    from poemgen.cli import quiet_transformers
+    from poemgen.models import quiet_transformers
     from poemgen.models import resolve_poet
     from poemgen.options import PoemOptions
     from poemgen.pipeline import choose_device
@@ -374,49 +262,10 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str],
                  training_lines=train_lines, logprob=logprob), written
 
 
-def training_lines(path: str | None) -> set[str] | None:
-    """Every line of the training corpus (any accepted poem file), for the copy rate."""
-    return {line for poem in iter_poems(path) for line in poem.lines} if path else None
-
-
-def save_poems(path: str, verses: list, gold: list[Sample]) -> None:
-    """The poems written, as `poemgen --json` prints them (`poemgen eval FILE` reads them)."""
-    from poemgen.prompt import format_poem
-
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            for verse, poem in zip(verses, gold):
-                record = {"image": None,
-                          "keywords": [{"word": w, "score": None} for w in poem.keywords],
-                          "lines": verse.lines, "poem": format_poem(verse.lines), "score": {},
-                          "notes": verse.notes, "reference": poem.lines}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    except OSError as e:
-        raise EvalError(f"--save {path}: cannot be written ({e.strerror or e})") from None
-
-
-class Progress:
-    """`done/total` on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, total: int, what: str):
-        self.total, self.count, self.what = total, 0, what
-        self.shown = sys.stderr.isatty()
-
-    def __call__(self, n: int) -> None:
-        self.count += n
-        if self.shown:
-            print(f"\rpoemgen eval: {self.what}: {self.count}/{self.total}", end="",
-                  file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.shown and self.count:
-            print(file=sys.stderr)
-
-
 # --- command line ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from poemgen.cli import positive_int
+    from poemgen.options import positive_int
     from poemgen.prompt import FORMATS
 
     parser = argparse.ArgumentParser(
@@ -535,13 +384,3 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(cell(row[key], key) for key in KEYS) + " |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from poemgen.cli import main as cli_main
-
-    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -229,3 +229,11 @@ def fingerprint(name: str) -> str:
         config = try_to_load_from_cache(name, "config.json")
         parts = [name, str(Path(config).parent.name) if isinstance(config, str) else ""]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' advice and weight-loading bars; the Hub's download bars stay."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))

@@ -3,6 +3,7 @@ HTTP API (as whisper's `DecodingOptions` is), so a new option is documented once
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass, fields, replace
 
@@ -46,6 +47,14 @@ MAX_CANDIDATES = 64
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 _CHINESE_WORDS = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff ]*$")
 _WORD_SEPARATORS = re.compile(r"[,，、\s]+")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def split_words(text: str, what: str = "keywords") -> list[str]:

@@ -3,6 +3,8 @@ the command line, and a tiny random poet on a made-up gold set (BLEU-2 line by l
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,10 +231,12 @@ def test_eval_json_one_object_per_row(tmp_path, capsys):
     assert objects[0]["format"] == 100 and objects[0]["bleu_2"] is None
 
 
-def test_python_dash_m_entry_point(tmp_path, capsys):
+def test_python_dash_m_entry_point(tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", [{"lines": DENG}])
-    assert evaluate.main([str(a), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["format"] == 100
+    done = subprocess.run([sys.executable, "-m", "poemgen", "eval", str(a), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["format"] == 100
 
 
 @pytest.mark.parametrize("content, expected", [
