@@ -45,7 +45,8 @@ def time_steps(plan, rows: int, eos: int, vocab: int, seed: int = 0) -> tuple[fl
     """Seconds in the processor and steps taken to write `rows` poems of `plan`'s form."""
     import torch
 
-    from poemgen.constraints import VerseProcessor, initial_state, update_state
+    from poemgen.constraints import VerseProcessor
+    from poemgen.verse_state import initial_state, update_state
 
     generator = torch.Generator().manual_seed(seed)
     states = [initial_state(plan) for _ in range(rows)]
@@ -82,7 +83,7 @@ def main() -> None:
     import torch
 
     from poemgen import prosody
-    from poemgen.constraints import SystemTable, TokenTable, VersePlan
+    from poemgen.masks import SystemTable, TokenTable, VersePlan
     from poemgen.options import PoemOptions
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,26 +13,21 @@ batch plus some Python per poem.
 When no token keeps every rule (a rare dead end), as few rules as possible are relaxed, the
 least important first: repeated characters, then tones, then rhyme, then the acrostic (see
 `RELAXATIONS`). Line length is never relaxed. Each relaxation is recorded with the poem.
+
+The tables and cached masks are `poemgen.masks`'s; each poem's state between lines (and what
+given lines fix) is `poemgen.verse_state`'s; this module combines them, a step at a time.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import torch
 from transformers import LogitsProcessor
 
-from poemgen import prosody
-from poemgen.options import Rules
-from poemgen.prompt import Form
+from poemgen.masks import ZE, VersePlan, cached_mask
+from poemgen.verse_state import PoemState, start_choices
 
-_HAN = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+$")
-SPACE = "▁"  # sentencepiece's word-boundary mark
-MAX_TOKEN_CHARS = 7  # no line is longer; longer pieces are never allowed
-PING, ZE, UNKNOWN, FREE = 1, 2, 4, 7  # tone bits; a free position accepts any character
 RELAX_ORDER = ("repeat", "tones", "rhyme", "acrostic")
 # Sets of rules to drop in a dead end, in order: the least important rule first, and a more
 # important one only when no combination of the less important ones is enough.
@@ -44,371 +39,10 @@ RULE_BIT = {name: 1 << i for i, name in enumerate(RELAX_ORDER)}  # a broken rule
 LENGTH_BIT = 1 << len(RELAX_ORDER)  # too long a token (or a misplaced boundary mark): never relaxed
 
 
-def _cached(cache: dict, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-    if key not in cache:
-        cache[key] = build()
-    return cache[key]
-
-
 def _broken(ok: torch.Tensor, bit: int) -> torch.Tensor:
     """`bit` where a rule's mask says no, as uint8."""
     return (~ok).to(torch.uint8) * bit
 
-
-class TokenTable:
-    """The characters of every token of a tokenizer, as tensors."""
-
-    def __init__(self, tokenizer, vocab_size: int):
-        pieces = tokenizer.convert_ids_to_tokens(range(min(len(tokenizer), vocab_size)))
-        special = set(tokenizer.all_special_ids)
-        chars = torch.full((vocab_size,), -1, dtype=torch.long)
-        leading = torch.zeros(vocab_size, dtype=torch.bool)
-        bodies: dict[int, str] = {}
-        for token_id, piece in enumerate(pieces):
-            if token_id in special or piece is None:
-                continue
-            body = piece[1:] if piece.startswith(SPACE) else piece
-            if piece == SPACE:
-                chars[token_id], leading[token_id] = 0, True
-            elif _HAN.match(body) and len(body) <= MAX_TOKEN_CHARS:
-                chars[token_id], leading[token_id] = len(body), piece.startswith(SPACE)
-                bodies[token_id] = body
-        self.alphabet = sorted({c for body in bodies.values() for c in body})
-        self.index = {c: i for i, c in enumerate(self.alphabet)}
-        pad = len(self.alphabet)  # the padding "character"
-        char_ids = torch.full((vocab_size, MAX_TOKEN_CHARS), pad, dtype=torch.long)
-        repeats = torch.zeros(vocab_size, dtype=torch.bool)
-        doubles = torch.zeros(vocab_size, dtype=torch.bool)
-        for token_id, body in bodies.items():
-            char_ids[token_id, : len(body)] = torch.tensor([self.index[c] for c in body])
-            adjacent = any(a == b for a, b in zip(body, body[1:]))
-            spaced = len(set(body)) < len(body) - sum(a == b for a, b in zip(body, body[1:]))
-            repeats[token_id], doubles[token_id] = spaced, adjacent
-        self.pieces = pieces
-        self.chars = chars
-        self.leading = leading
-        self.char_ids = char_ids
-        self.first = char_ids[:, 0]
-        self.last = char_ids.gather(1, (chars.clamp(min=1) - 1).unsqueeze(1)).squeeze(1)
-        self.repeats = repeats      # a character twice, not side by side
-        self.doubles = doubles      # a character twice, side by side (萋萋)
-        self.single = chars == 1
-        self.lengths = chars.tolist()  # `chars` for the per-token look-ups of each step
-        # The inverted index of `char_ids`: the tokens holding each character (the padding
-        # too), so "tokens with any of these characters" is a slice per character, not a gather.
-        pairs = torch.unique(char_ids * vocab_size + torch.arange(vocab_size).unsqueeze(1))
-        self._holders = pairs % vocab_size
-        per_char = torch.bincount(pairs // vocab_size, minlength=pad + 1)
-        self._starts = [0] + per_char.cumsum(0).tolist()
-        self.alone: dict[int, list[int]] = {}  # character → the tokens that are it alone
-        singles = self.single.nonzero().flatten()
-        for token_id, char in zip(singles.tolist(), self.first[singles].tolist()):
-            self.alone.setdefault(char, []).append(token_id)
-
-    def holding(self, chars: Iterable[int]) -> torch.Tensor:
-        """(vocab,) bool: the tokens with any of `chars`, as `used[char_ids].any(dim=1)` would
-        say for `used` marking `chars` (so -1 is the padding, as in indexing)."""
-        n = len(self._starts) - 1
-        spans = [self._holders[self._starts[c % n]:self._starts[c % n + 1]] for c in chars]
-        mask = torch.zeros(len(self.chars), dtype=torch.bool)
-        if spans:
-            mask[torch.cat(spans)] = True
-        return mask
-
-    def text(self, token_ids: list[int]) -> str:
-        """The Chinese characters that a generated line's tokens spell."""
-        return "".join(self.pieces[i].lstrip(SPACE) for i in token_ids
-                       if i < len(self.pieces) and self.chars[i] >= 0)
-
-
-class SystemTable:
-    """Tones and rhyme groups of a token table's characters under one rhyme system."""
-
-    def __init__(self, table: TokenTable, system: prosody.RhymeSystem):
-        self.system = system
-        self.group_names = list(system.group_names)
-        group_index = {g: i for i, g in enumerate(self.group_names)}
-        n = len(table.alphabet)
-        tones = torch.full((n + 1,), FREE, dtype=torch.uint8)  # padding fits anything
-        groups = torch.zeros((n + 1, len(self.group_names)), dtype=torch.bool)
-        for i, char in enumerate(table.alphabet):
-            found = system.tones(char)
-            tones[i] = (PING if prosody.PING in found else 0) | (ZE if prosody.ZE in found else 0) \
-                or UNKNOWN
-            for g in system.groups(char):
-                groups[i, group_index[g]] = True
-        self.char_tones = tones
-        self.char_groups = groups
-        self.token_tones = tones[table.char_ids]  # (vocab, MAX_TOKEN_CHARS)
-        self.ze_groups = torch.tensor([g.startswith(prosody.ZE) for g in self.group_names],
-                                      dtype=torch.bool)
-        self.own_token = torch.zeros(n + 1, dtype=torch.bool)  # the character is a token alone
-        self.own_token[table.first[table.single]] = True
-
-
-@dataclass
-class RhymePool:
-    """The characters that can carry a rhyme: tokens of their own, 平 when tones count, not
-    spoken for by the acrostic."""
-
-    groups_of: dict[int, list[int]]  # character → its rhyme groups
-    members: list[list[int]]  # rhyme group → its characters
-    sizes: list[int]  # rhyme group → how many
-
-
-class VersePlan:
-    """The tone templates of one form under one set of rules, as per-position tone bits.
-
-    Each line may be written in any of its template line's `prosody.line_options` (the line
-    itself or an accepted variant such as 特拗), so a line's tone state is a bit set over its
-    *choices*, the (template, option) pairs of that line, as the checker reads them."""
-
-    def __init__(self, form: Form, rules: Rules, table: TokenTable,
-                 system: SystemTable | None):
-        self.form, self.rules, self.table, self.system = form, rules, table, system
-        if rules.tones == "none":
-            self.templates = (prosody.Template("自由", (prosody.PING * form.chars,) * form.lines,
-                                               tuple(range(1, form.lines, 2))),)
-        else:
-            self.templates = prosody.templates(form)
-        self.choices: list[list[tuple[int, prosody.LineOption]]] = [
-            [(t, option) for t, template in enumerate(self.templates)
-             for option in prosody.line_options(template.lines[line], rules.tones)]
-            for line in range(form.lines)]
-        bits = {prosody.EITHER: FREE, prosody.PING: PING, prosody.ZE: ZE}
-        self.patterns = []  # per line: (choices, chars + MAX_TOKEN_CHARS) tone bits
-        for choices in self.choices:
-            pattern = torch.full((len(choices), form.chars + MAX_TOKEN_CHARS), FREE,
-                                 dtype=torch.uint8)
-            for c, (_, option) in enumerate(choices):
-                pattern[c, : form.chars] = torch.tensor([bits[m] for m in option.tones])
-            self.patterns.append(pattern)
-        self.all_templates = (1 << len(self.templates)) - 1
-        self.rhyme_lines = [frozenset(t.rhymes) for t in self.templates]
-        self._fits: dict[tuple[int, int], torch.Tensor] = {}
-        self._masks: dict[tuple, torch.Tensor] = {}  # rule masks that depend on small keys
-        self.acrostic = [table.index.get(c, -1) for c in rules.acrostic]
-
-    def fits(self, line: int, position: int) -> torch.Tensor:
-        """(choices, vocab): the token's characters keep each choice's tones from here."""
-        key = (line, position)
-        if key not in self._fits:
-            chars = self.table.chars.clamp(min=0)
-            ok = torch.ones((len(self.choices[line]), len(chars)), dtype=torch.bool)
-            if self.system is not None:
-                for j in range(MAX_TOKEN_CHARS):
-                    bits = self.patterns[line][:, position + j].unsqueeze(1)  # (choices, 1)
-                    keeps = (self.system.token_tones[:, j].unsqueeze(0) & bits) != 0
-                    ok &= keeps | (chars <= j).unsqueeze(0)
-            self._fits[key] = ok
-        return self._fits[key]
-
-    def length_ok(self, remaining: int, opening: bool) -> torch.Tensor:
-        """(vocab,): tokens that fit in `remaining` characters; a boundary mark only `opening`
-        the text."""
-        def build():
-            chars, leading = self.table.chars, self.table.leading
-            ok = (chars >= 1) & (chars <= remaining)
-            return ok | ((chars == 0) & leading) if opening else ok & ~leading
-        return _cached(self._masks, ("length", remaining, opening), build)
-
-    def tones_ok(self, line: int, position: int, choices: int) -> torch.Tensor:
-        """(vocab,): tokens that keep the tones of one of the `choices` (a bit set) from here."""
-        def build():
-            fits = self.fits(line, position)
-            return fits[[c for c in range(len(fits)) if choices >> c & 1]].any(dim=0)
-        return _cached(self._masks, ("tones", line, position, choices), build)
-
-    def templates_of(self, line: int, choices: int) -> int:
-        """The templates (a bit set) of a line's `choices`."""
-        return sum({1 << t for c, (t, _) in enumerate(self.choices[line]) if choices >> c & 1})
-
-    def start_choices(self, line: int, state: "PoemState") -> int:
-        """The choices open to `line` (a bit set): those of the templates still possible that
-        may follow the choices its 出句 was written in (a 拗 出句 wants its rescue; a rescue
-        wants a 拗 出句)."""
-        before = state.choices if line % 2 == 1 else None
-        after = state.ahead.get(line + 1) if line % 2 == 0 else None  # a given 对句
-        key = ("start", line, state.templates, before, after)
-        if key not in self._masks:
-            allowed = 0
-            for c, (t, option) in enumerate(self.choices[line]):
-                if not state.templates >> t & 1:
-                    continue
-                if before is None:
-                    ok = not option.only_as_rescue
-                else:
-                    ok = any(prosody.couplet_ok(first, option)
-                             for b, (s, first) in enumerate(self.choices[line - 1])
-                             if s == t and before >> b & 1)
-                if after is not None:
-                    ok = ok and any(prosody.couplet_ok(option, second)
-                                    for b, (s, second) in enumerate(self.choices[line + 1])
-                                    if s == t and after >> b & 1)
-                allowed |= ok << c
-            # after a relaxed line nothing may follow: any choice of the templates left
-            self._masks[key] = allowed or sum(1 << c for c, (t, _) in enumerate(self.choices[line])
-                                              if state.templates >> t & 1)
-        return self._masks[key]
-
-    def acrostic_ok(self, line: int, opening: bool) -> torch.Tensor:
-        """(vocab,): tokens that keep the characters of later lines' acrostic for them and, at
-        the `opening` of the line, start with its own."""
-        def build():
-            ok = ~self.table.holding(self.acrostic[line + 1:])
-            return ok & (self.table.first == self.acrostic[line]) if opening else ok
-        return _cached(self._masks, ("acrostic", line, opening), build)
-
-    def rhymes(self, line: int, templates: int) -> bool:
-        """Whether `line` must rhyme under every template still possible."""
-        alive = [r for t, r in enumerate(self.rhyme_lines) if templates >> t & 1]
-        return bool(alive) and all(line in r for r in alive)
-
-    @cached_property
-    def rhyme_pool(self) -> RhymePool:
-        system = self.system
-        usable = system.own_token.clone()
-        if self.rules.tones != "none":
-            usable &= (system.char_tones & PING) != 0
-        usable[self.acrostic] = False
-        in_group = system.char_groups & usable.unsqueeze(1)
-        pool = RhymePool({c: [] for c in usable.nonzero().flatten().tolist()},
-                         [[] for _ in system.group_names], in_group.sum(0).tolist())
-        for char, group in in_group.nonzero().tolist():
-            pool.groups_of[char].append(group)
-            pool.members[group].append(char)
-        return pool
-
-    def group_counts(self, used: Iterable[int]) -> list[int]:
-        """Per rhyme group, its characters in the rhyme pool that are not in `used`."""
-        pool = self.rhyme_pool
-        counts = list(pool.sizes)
-        for char in set(used):
-            for group in pool.groups_of.get(char, ()):
-                counts[group] -= 1
-        return counts
-
-    def viable_group_ids(self, counts: list[int], line: int) -> tuple[int, ...]:
-        """Rhyme groups with enough characters left (`counts`) of the right tone for the rhymes
-        from `line` on, and one to spare."""
-        needed = sum(1 for r in self.templates[0].rhymes if r >= line) + 1
-        ze = self.system.ze_groups.tolist() if self.rules.tones != "none" else [False] * len(counts)
-        return tuple(g for g, n in enumerate(counts) if n >= needed and not ze[g])
-
-    def viable_groups(self, used: list[int], line: int) -> torch.Tensor:
-        """Rhyme groups with enough single characters of the right tone for the rhymes from
-        `line` on (and one to spare), not counting characters already used or spoken for by
-        the acrostic."""
-        viable = torch.zeros(len(self.system.group_names), dtype=torch.bool)
-        viable[list(self.viable_group_ids(self.group_counts(used), line))] = True
-        return viable
-
-
-@dataclass
-class PoemState:
-    """What one poem's earlier lines fix for the next: templates, rhyme group, used characters."""
-
-    templates: int
-    choices: int | None = None  # the last line's choices still possible (see `VersePlan`)
-    group: torch.Tensor | None = None  # allowed rhyme groups (bool per group), once chosen
-    used: set[int] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
-    ahead: dict[int, int] = field(default_factory=dict)  # given line → the choices it keeps
-
-
-def initial_state(plan: VersePlan, given: tuple[str | None, ...] = ()) -> PoemState:
-    """The state before the first line: the rhyme group asked for, the templates an acrostic
-    and the `given` lines (None: written) allow."""
-    state = PoemState(plan.all_templates)
-    if plan.rules.rhyme_group and plan.system is not None:
-        state.group = torch.tensor([g == plan.rules.rhyme_group for g in plan.system.group_names])
-    if plan.acrostic and plan.system is not None and plan.rules.tones != "none":
-        # keep only the templates whose first tones the acrostic's characters can take
-        fitting = sum(1 << t for t in range(len(plan.templates)) if all(
-            any(s == t and _keeps(plan, line, c, 0, char)
-                for c, (s, _) in enumerate(plan.choices[line]))
-            for line, char in enumerate(plan.acrostic)))
-        state.templates = fitting or state.templates
-    if any(given):
-        _fold_given(plan, state, given)
-    return state
-
-
-def _fold_given(plan: VersePlan, state: PoemState, given: tuple[str | None, ...]) -> None:
-    """What given lines fix before any line is written, so that the lines written before them
-    fit them too: the templates their tones keep, the rhyme group of the rhyming ones, their
-    characters (not to be repeated). A given line that breaks a rule is kept, and noted."""
-    rules, system = plan.rules, plan.system
-    lines = [(i, text, [plan.table.index.get(c, -1) for c in text])
-             for i, text in enumerate(given) if text]
-    if system is not None and rules.tones != "none":
-        for i, text, ids in lines:
-            fitting = sum(1 << c for c in range(len(plan.choices[i]))
-                          if all(_keeps(plan, i, c, q, char) for q, char in enumerate(ids)))
-            templates = plan.templates_of(i, fitting) & state.templates
-            if templates:
-                state.templates, state.ahead[i] = templates, fitting
-            else:
-                state.notes.append(f"line {i + 1} (given, {text}) fits no tone template "
-                                   "(with the given lines before it); it is kept as given")
-    if rules.rhyme != "none":
-        for i, text, ids in lines:
-            if not plan.rhymes(i, state.templates) or ids[-1] < 0:
-                continue
-            groups = system.char_groups[ids[-1]].clone()
-            if rules.tones != "none":
-                groups &= ~system.ze_groups
-            chosen = groups if state.group is None else state.group & groups
-            if chosen.any():
-                state.group = chosen
-            else:
-                state.notes.append(f"line {i + 1} (given, {text}) does not rhyme with the "
-                                   f"rhyme group of the lines before it ({rules.rhyme})")
-    seen: set[int] = set()
-    for i, text, ids in lines:
-        if rules.no_repeat and seen & set(ids):
-            repeated = "".join(c for c, char in zip(text, ids) if char in seen)
-            state.notes.append(f"line {i + 1} (given, {text}) repeats {repeated} of an "
-                               "earlier given line")
-        if plan.acrostic and ids[0] != plan.acrostic[i]:
-            state.notes.append(f"line {i + 1} (given, {text}) does not start with the "
-                               f"acrostic's {rules.acrostic[i]}")
-        seen.update(char for char in ids if char >= 0)
-    state.used.update(seen)
-
-
-def update_state(plan: VersePlan, state: PoemState, line_index: int, line: str) -> None:
-    """Fold a finished line into the poem's state."""
-    index = plan.table.index
-    ids = [index.get(c, -1) for c in line]
-    if plan.system is not None and plan.rules.tones != "none":
-        start = plan.start_choices(line_index, state)
-        alive = sum(1 << c for c in range(len(plan.choices[line_index]))
-                    if start >> c & 1 and all(_keeps(plan, line_index, c, q, i)
-                                              for q, i in enumerate(ids)))
-        if line_index == 0:  # a first line that may or may not rhyme is taken as not rhyming
-            not_rhyming = sum(1 << c for c, (t, _) in enumerate(plan.choices[0])
-                              if alive >> c & 1 and 0 not in plan.rhyme_lines[t])
-            alive = not_rhyming or alive
-        if alive:
-            state.templates = plan.templates_of(line_index, alive)
-        state.choices = alive or start  # a relaxed line keeps the earlier templates
-    if plan.rules.rhyme != "none" and plan.rhymes(line_index, state.templates) and ids[-1] >= 0:
-        groups = plan.system.char_groups[ids[-1]].clone()
-        if plan.rules.tones != "none":
-            groups &= ~plan.system.ze_groups
-        chosen = groups if state.group is None else state.group & groups
-        # keep only the groups that can still carry the rhymes to come, when any can
-        viable = chosen & plan.viable_groups(list(state.used | set(ids)), line_index + 1)
-        if chosen.any():  # empty only when a relaxed rule let a line miss the rhyme
-            state.group = viable if viable.any() else chosen
-    state.used.update(i for i in ids if i >= 0)
-
-
-def _keeps(plan: VersePlan, line: int, choice: int, position: int, char: int) -> bool:
-    bits = int(plan.patterns[line][choice, position])
-    tone = int(plan.system.char_tones[char]) if char >= 0 else UNKNOWN
-    return bool(bits & tone)
 
 
 @dataclass
@@ -534,7 +168,7 @@ class VerseProcessor(LogitsProcessor):
         line = self._lines.get(row)
         if line is None or line.tokens != tokens[:len(line.tokens)]:
             line = self._lines[row] = _LineSoFar(
-                row, (), self.plan.start_choices(self.line, self.states[row]))
+                row, (), start_choices(self.plan, self.line, self.states[row]))
         for token in tokens[len(line.tokens):]:
             self._extend(line, token)
         line.tokens = tokens
@@ -576,7 +210,7 @@ class VerseProcessor(LogitsProcessor):
                 broken |= _broken(plan.acrostic_ok(self.line, line.position == 0),
                                   RULE_BIT["acrostic"])
             return broken
-        return _cached(self._masks, key, build)
+        return cached_mask(self._masks, key, build)
 
     def _rhyme_key(self, poem: _Poem, line: _LineSoFar) -> tuple:
         """All that the rhyme rule's mask depends on, worked out in Python: the line's end
@@ -633,4 +267,4 @@ class VerseProcessor(LogitsProcessor):
                 if kind == "rhyming":
                     ok |= ends
             return ok & (~ends | ends_in_group) if kind == "rhyming" else ok
-        return _cached(self._masks, ("rhyme", key), build)
+        return cached_mask(self._masks, ("rhyme", key), build)

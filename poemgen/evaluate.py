@@ -178,7 +178,7 @@ def write_next_lines(poet, gold: list[Sample], options, batch_size: int = DEFAUL
     1 … i-1, from the poem's keywords, under the rules of `options` (temperature 0: greedy).
     The rules' state (tone templates still possible, rhyme group, characters used) is folded
     from the gold lines, as if the poet had written them."""
-    from poemgen.constraints import initial_state, update_state
+    from poemgen.verse_state import initial_state, update_state
     from poemgen.prompt import Form
 
     greedy = replace(options, temperature=0.0, candidates=1)

@@ -23,8 +23,9 @@ from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessor, Logi
                           TopPLogitsWarper)
 
 from poemgen import prompt, prosody
-from poemgen.constraints import (PoemState, SystemTable, TokenTable, VersePlan, VerseProcessor,
-                                 initial_state, update_state)
+from poemgen.constraints import VerseProcessor
+from poemgen.masks import SystemTable, TokenTable, VersePlan
+from poemgen.verse_state import PoemState, initial_state, update_state
 from poemgen.errors import PoemgenError
 from poemgen.models import (DEFAULT_POET, KNOWN_MODELS, SHIPPED_POET, ModelLoadError, check_local,
                             load_error, offline_fallback, resolve_poet, shipped_poet_folder)

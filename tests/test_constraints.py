@@ -1,7 +1,6 @@
 """Form by construction: whatever the (random) weights, the poems keep the requested rules."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,9 @@ from hypothesis import strategies as st
 
 from poemgen import prosody
 from poemgen.cli import main
-from poemgen.constraints import VersePlan, VerseProcessor, initial_state, update_state
+from poemgen.constraints import VerseProcessor
+from poemgen.masks import VersePlan
+from poemgen.verse_state import initial_state, update_state
 from poemgen.errors import PoemgenError
 from poemgen.options import PoemOptions
 from poemgen.poet import Poet

@@ -9,7 +9,9 @@ from poemgen import prompt
 from poemgen.models import ModelLoadError
 from poemgen.options import PoemOptions
 from poemgen.errors import PoemgenError
-from poemgen.constraints import VersePlan, VerseProcessor, initial_state
+from poemgen.constraints import VerseProcessor
+from poemgen.masks import VersePlan
+from poemgen.verse_state import initial_state
 from poemgen.poet import Poet, resolve_format
 
 HAN = re.compile(r"^[\u4e00-\u9fff]+$")
