@@ -27,12 +27,12 @@ from pathlib import Path
 
 import opencc
 
-from poemgen import prosody
+from poemgen import prosody, rhymes
 
 SPLIT = re.compile(r"[，。！？；、,.!?;\s]+")
 POETS = ("杜甫", "李白", "王维", "孟浩然", "李商隐", "杜牧")
 # characters of one clear tone each under 平水韵, to flip a tone with
-FLIP = {prosody.PING: "天山云风烟花", prosody.ZE: "月石叶玉竹雪"}
+FLIP = {rhymes.PING: "天山云风烟花", rhymes.ZE: "月石叶玉竹雪"}
 
 
 def sample(source: Path, poets: tuple[str, ...]) -> list[tuple[str, str, str]]:
@@ -59,11 +59,11 @@ def sample(source: Path, poets: tuple[str, ...]) -> list[tuple[str, str, str]]:
 def why_failed(result, system) -> str:
     """One reason per failing poem, the first that applies."""
     if not hasattr(prosody, "line_options"):  # an older checker
-        return "a character the tables lack" if any(prosody.UNKNOWN in line.tones
+        return "a character the tables lack" if any(rhymes.UNKNOWN in line.tones
                                                     for line in result.lines) else "tones"
     types = {line for t in prosody.templates(prosody.Form(8, result.lines[0].chars))
              for line in t.lines}
-    both = frozenset((prosody.PING, prosody.ZE))
+    both = frozenset((rhymes.PING, rhymes.ZE))
     fits_a_type = [any(not option.errors([system.tones(c) or both for c in line.text])
                        for t in types for option in prosody.line_options(t, "loose"))
                    for line in result.lines]
@@ -79,7 +79,7 @@ def flip(text: str, rng: random.Random, system) -> str | None:
     tones = system.tones(lines[i][1])
     if len(tones) != 1:
         return None
-    other = prosody.ZE if prosody.PING in tones else prosody.PING
+    other = rhymes.ZE if rhymes.PING in tones else rhymes.PING
     used = set(text)
     new = next((c for c in FLIP[other] if c not in used and system.tones(c) == {other}), None)
     if new is None:
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--poets", nargs="+", default=list(POETS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    system = prosody.load_system("pingshui", args.crrd)
+    system = rhymes.load_system("pingshui", args.crrd)
     poems = sample(args.source, tuple(args.poets))
     rows: dict[str, Counter] = {}
     reasons, variants = Counter(), Counter()
@@ -104,7 +104,7 @@ def main() -> None:
     for poet, form, text in poems:
         loose = prosody.check(text, rhyme="pingshui", tones="loose", crrd=args.crrd)
         strict = prosody.check(text, rhyme="pingshui", tones="strict", crrd=args.crrd)
-        level = loose.rhyme_ok and any(not g.startswith(prosody.ZE) for g in loose.rhyme_group)
+        level = loose.rhyme_ok and any(not g.startswith(rhymes.ZE) for g in loose.rhyme_group)
         for row in (form, f"{form}, rhymes in 平", "all", "all, rhymes in 平"):
             if "平" in row and not level:
                 continue

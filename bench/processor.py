@@ -82,7 +82,7 @@ def main() -> None:
 
     import torch
 
-    from poemgen import prosody
+    from poemgen import rhymes
     from poemgen.masks import SystemTable, TokenTable, VersePlan
     from poemgen.options import PoemOptions
 
@@ -95,7 +95,7 @@ def main() -> None:
         if rules["rhyme"] == "pingshui" and not args.crrd:
             continue
         options = PoemOptions(lines=4, chars=7, **rules)
-        system = SystemTable(table, prosody.load_system(options.rhyme, args.crrd))
+        system = SystemTable(table, rhymes.load_system(options.rhyme, args.crrd))
         cells = []
         for rows in args.batch:
             for seed in (1, 0):  # a warm-up, then a fresh plan, as each `Poet.write` makes

@@ -37,7 +37,7 @@ import chinese_poetry  # noqa: E402
 
 from poemgen.errors import PoemgenError  # noqa: E402
 from poemgen.models import poemgen_home  # noqa: E402
-from poemgen.prosody import CRRD_FILES  # noqa: E402  pure Python, cheap: no torch, no pypinyin
+from poemgen.rhymes import CRRD_FILES  # noqa: E402  pure Python, cheap: no torch, no pypinyin
 
 # -----------------------------------------------------------------------------
 # configuration

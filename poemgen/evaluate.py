@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def pingshui_available(crrd, notes: list[str]) -> bool:
     """Whether the 平水韵 tables load; an explicit --crrd that fails is an error."""
-    from poemgen.prosody import ProsodyError, load_system
+    from poemgen.rhymes import ProsodyError, load_system
 
     try:
         load_system("pingshui", crrd)

@@ -13,7 +13,7 @@ from functools import cached_property
 
 import torch
 
-from poemgen import prosody
+from poemgen import prosody, rhymes
 from poemgen.options import Rules
 from poemgen.prompt import Form
 
@@ -99,7 +99,7 @@ class TokenTable:
 class SystemTable:
     """Tones and rhyme groups of a token table's characters under one rhyme system."""
 
-    def __init__(self, table: TokenTable, system: prosody.RhymeSystem):
+    def __init__(self, table: TokenTable, system: rhymes.RhymeSystem):
         self.system = system
         self.group_names = list(system.group_names)
         group_index = {g: i for i, g in enumerate(self.group_names)}
@@ -108,14 +108,14 @@ class SystemTable:
         groups = torch.zeros((n + 1, len(self.group_names)), dtype=torch.bool)
         for i, char in enumerate(table.alphabet):
             found = system.tones(char)
-            tones[i] = (PING if prosody.PING in found else 0) | (ZE if prosody.ZE in found else 0) \
+            tones[i] = (PING if rhymes.PING in found else 0) | (ZE if rhymes.ZE in found else 0) \
                 or UNKNOWN
             for g in system.groups(char):
                 groups[i, group_index[g]] = True
         self.char_tones = tones
         self.char_groups = groups
         self.token_tones = tones[table.char_ids]  # (vocab, MAX_TOKEN_CHARS)
-        self.ze_groups = torch.tensor([g.startswith(prosody.ZE) for g in self.group_names],
+        self.ze_groups = torch.tensor([g.startswith(rhymes.ZE) for g in self.group_names],
                                       dtype=torch.bool)
         self.own_token = torch.zeros(n + 1, dtype=torch.bool)  # the character is a token alone
         self.own_token[table.first[table.single]] = True
@@ -144,7 +144,7 @@ class VersePlan:
                  system: SystemTable | None):
         self.form, self.rules, self.table, self.system = form, rules, table, system
         if rules.tones == "none":
-            self.templates = (prosody.Template("自由", (prosody.PING * form.chars,) * form.lines,
+            self.templates = (prosody.Template("自由", (rhymes.PING * form.chars,) * form.lines,
                                                tuple(range(1, form.lines, 2))),)
         else:
             self.templates = prosody.templates(form)
@@ -152,7 +152,7 @@ class VersePlan:
             [(t, option) for t, template in enumerate(self.templates)
              for option in prosody.line_options(template.lines[line], rules.tones)]
             for line in range(form.lines)]
-        bits = {prosody.EITHER: FREE, prosody.PING: PING, prosody.ZE: ZE}
+        bits = {rhymes.EITHER: FREE, rhymes.PING: PING, rhymes.ZE: ZE}
         self.patterns = []  # per line: (choices, chars + MAX_TOKEN_CHARS) tone bits
         for choices in self.choices:
             pattern = torch.full((len(choices), form.chars + MAX_TOKEN_CHARS), FREE,

@@ -22,7 +22,7 @@ from transformers import (AutoTokenizer, GenerationConfig, LogitsProcessor, Logi
                           T5ForConditionalGeneration, TemperatureLogitsWarper, TopKLogitsWarper,
                           TopPLogitsWarper)
 
-from poemgen import prompt, prosody
+from poemgen import prompt, rhymes
 from poemgen.constraints import VerseProcessor
 from poemgen.masks import SystemTable, TokenTable, VersePlan
 from poemgen.verse_state import PoemState, initial_state, update_state
@@ -133,7 +133,7 @@ class Poet:
         system = None
         if rules.rhyme != "none" or rules.tones != "none":
             if name not in self.systems:  # the vocabulary analysis, once per rhyme system
-                self.systems[name] = SystemTable(self.table, prosody.load_system(name, self.crrd))
+                self.systems[name] = SystemTable(self.table, rhymes.load_system(name, self.crrd))
             system = self.systems[name]
         if rules.rhyme_group and rules.rhyme_group not in system.group_names:
             raise PoemgenError(f"rhyme group '{rules.rhyme_group}' is not a {name} group; "

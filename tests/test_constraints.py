@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poemgen import prosody
+from poemgen import prosody, rhymes
 from poemgen.cli import main
 from poemgen.constraints import VerseProcessor
 from poemgen.masks import VersePlan
@@ -74,7 +74,7 @@ def test_a_forced_rhyme_group_is_kept(poet, form):
 def test_an_impossible_acrostic_degrades_as_documented(poet):
     """An acrostic whose first tones no strict template allows: the acrostic and the lengths
     are kept, the tone rule is relaxed where it must be, and the poem says so."""
-    system, form = prosody.load_system("xinyun"), prosody.FORMS["wujue"]
+    system, form = rhymes.load_system("xinyun"), prosody.FORMS["wujue"]
 
     def impossible(heads):
         return not any(all(t.lines[i][0] in system.tones(c) for i, c in enumerate(heads))
@@ -114,12 +114,12 @@ def test_the_masks_allow_the_accepted_variants_and_ask_for_the_rescue(poet):
     平 (对句救); a 平平平仄仄 line may be written 平平仄平仄 (特拗), and then must be."""
     options = PoemOptions(tones="strict", rhyme="none", no_repeat=False)
     plan = poet.plan(options)
-    table, system = poet.table, prosody.load_system("xinyun")
+    table, system = poet.table, rhymes.load_system("xinyun")
     level, oblique = ([token for token in range(len(table.chars)) if table.chars[token] == 1
                        and not table.leading[token]
                        and system.tones(table.alphabet[int(table.first[token])]) == {tone}]
-                      for tone in (prosody.PING, prosody.ZE))
-    spell = {prosody.PING: level[0], prosody.ZE: oblique[0]}
+                      for tone in (rhymes.PING, rhymes.ZE))
+    spell = {rhymes.PING: level[0], rhymes.ZE: oblique[0]}
 
     def allowed(line: int, state, tones: str) -> torch.Tensor:
         """Which tokens may come after a line begun with `tones`."""

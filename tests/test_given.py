@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poemgen import prosody
+from poemgen import prosody, rhymes
 from poemgen.cli import main
 from poemgen.errors import PoemgenError
 from poemgen.options import OptionsError, PoemOptions, from_flags, given_from, parse_given
@@ -66,8 +66,8 @@ def test_given_lines_are_not_written_and_cost_nothing(poet):
 
 
 def test_an_off_template_given_line_is_kept_and_noted(poet):
-    system = prosody.load_system("xinyun")
-    ze = [c for c in poet.table.index if system.tones(c) == {prosody.ZE}]
+    system = rhymes.load_system("xinyun")
+    ze = [c for c in poet.table.index if system.tones(c) == {rhymes.ZE}]
     line = "".join(ze[:5])  # 仄仄仄仄仄 fits no template
     verse = poet.write([KEYWORDS[0]], PoemOptions(given=(None, line), seed=1))[0][0]
     assert verse.lines[1] == line and len(verse.lines) == 4

@@ -389,14 +389,14 @@ def test_crrd_source_copies_the_tables_only(tmp_path, isolated_home, capsys):
     assert not (isolated_home / "data" / "ccpc").exists()  # --only-crrd: CCPC untouched
 
 
-def test_crrd_default_out_is_where_prosody_looks(tmp_path, isolated_home, capsys):
-    from poemgen import prosody
+def test_crrd_default_out_is_where_rhymes_looks(tmp_path, isolated_home, capsys):
+    from poemgen import rhymes
 
-    assert prosody.CRRD_FILES == CRRD_NAMES == prepare.CRRD_FILES
+    assert rhymes.CRRD_FILES == CRRD_NAMES == prepare.CRRD_FILES
     assert run("--only-crrd", "--crrd-source", write_crrd(tmp_path / "src")) == 0
     assert (isolated_home / "data" / "crrd" / "pingshui.txt").is_file()
     assert "not the default folder" not in capsys.readouterr().out
-    system = prosody.load_system("pingshui")  # no --crrd, no $POEMGEN_CRRD: the default folder
+    system = rhymes.load_system("pingshui")  # no --crrd, no $POEMGEN_CRRD: the default folder
     assert system.tones("东") == {"平"} and system.tones("董") == {"仄"}
 
 
@@ -528,13 +528,13 @@ def test_conflicting_crrd_options_are_usage_errors(argv, capsys):
 @pytest.mark.skipif(not SHARED_CRRD.is_dir(),
                     reason=f"real CRRD tables not found at {SHARED_CRRD} "
                            "(academic-use data, never in the repository)")
-def test_real_crrd_is_loadable_by_prosody(tmp_path, capsys):
-    from poemgen import prosody
+def test_real_crrd_is_loadable_by_rhymes(tmp_path, capsys):
+    from poemgen import rhymes
 
     out = tmp_path / "crrd"
     assert run("--only-crrd", "--crrd-source", SHARED_CRRD, "--crrd-out", out) == 0
     assert "2191 lines" in capsys.readouterr().out  # CRLF, a stray Ｑ and U+FFFD are fine
-    system = prosody.load_system("pingshui", crrd=out)
+    system = rhymes.load_system("pingshui", crrd=out)
     assert system.tones("东") == {"平"} and "上平一东" in system.groups("东")
     assert system.tones("一") == {"仄"}
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from poemgen import prosody
+from poemgen import prosody, rhymes
 from poemgen.errors import PoemgenError
 from poemgen.prompt import Form
-from poemgen.prosody import (FORMS, PING, PINGSHUI_LEVEL_GROUPS, ZE, ProsodyError, check,
-                             free_positions, load_system, split_lines, templates)
+from poemgen.prosody import FORMS, check, free_positions, split_lines, templates
+from poemgen.rhymes import PING, PINGSHUI_LEVEL_GROUPS, ZE, ProsodyError, load_system
 
 try:
     from hypothesis import HealthCheck, given, settings
@@ -29,7 +29,7 @@ CRRD = DATA / "crrd"
 CCPC_TEST = DATA / "ccpc" / "ccpc_test_v1.0.json"
 
 needs_crrd = pytest.mark.skipif(
-    not all((CRRD / name).is_file() for name in prosody.CRRD_FILES),
+    not all((CRRD / name).is_file() for name in rhymes.CRRD_FILES),
     reason=f"THU-CRRD 平水韵 tables not found at {CRRD} (shared read-only data)")
 needs_ccpc = pytest.mark.skipif(not CCPC_TEST.is_file(),
                                 reason=f"CCPC test split not found at {CCPC_TEST} (shared data)")
@@ -130,9 +130,9 @@ def test_pingshui_from_a_folder_argument(tmp_path):
 
 
 def test_pingshui_folder_from_environment_then_home(tmp_path, monkeypatch, isolated_home):
-    monkeypatch.setenv(prosody.CRRD_ENV, str(write_tables(tmp_path / "env")))
+    monkeypatch.setenv(rhymes.CRRD_ENV, str(write_tables(tmp_path / "env")))
     assert load_system("pingshui").groups("风") == {"上平一东"}
-    monkeypatch.delenv(prosody.CRRD_ENV)
+    monkeypatch.delenv(rhymes.CRRD_ENV)
     with pytest.raises(ProsodyError, match="looked in"):
         load_system("pingshui")
     write_tables(isolated_home / "data" / "crrd", pingshui_txt="风 2\n")
