@@ -15,6 +15,10 @@ import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # checkpoints.py beside this file
+
+from checkpoints import checkpoint_dirs  # noqa: E402
+
 FILES = ("generation_config.json", "config.json", "spiece.model", "tokenizer_config.json")
 
 
@@ -33,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.run / "model.safetensors"
     steps = None
     if args.checkpoint:
-        folders = sorted((args.run / "checkpoints").glob("step-*[0-9]"),
-                         key=lambda f: int(f.name.split("-")[1]))
+        folders = checkpoint_dirs(args.run)
         folder = folders[-1] if args.checkpoint == "latest" and folders else Path(args.checkpoint)
         weights, steps = folder / "model.safetensors", int(folder.name.split("-")[1])
     missing = [str(f) for f in [weights] + [args.run / n for n in FILES[1:]] if not f.is_file()]

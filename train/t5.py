@@ -23,21 +23,18 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # from_scratch.py beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the modules beside this file
 
+from checkpoints import STATE_FILE, checkpoint_dirs, find_resume_point, save_checkpoint  # noqa: E402
 from from_scratch import build_char_tokenizer, new_model  # noqa: E402
 
 from poemgen import prompt  # noqa: E402
 from poemgen.errors import PoemgenError  # noqa: E402
 from poemgen.models import default_poet_folder, poemgen_home  # noqa: E402
-
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "poemgen_trainer_state.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -216,45 +213,6 @@ def run_metadata(args) -> dict:
     except (OSError, subprocess.CalledProcessError):
         pass
     return found
-
-
-# --- checkpoints: complete or absent, never half-written -----------------------------------------
-
-def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    folder = output_dir / CHECKPOINTS
-    found = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> None:
-    final = output_dir / CHECKPOINTS / f"step-{state['completed_steps']}"
-    partial = final.with_name(final.name + ".partial")
-    if accelerator.is_main_process and partial.exists():
-        shutil.rmtree(partial)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        for old in checkpoint_dirs(output_dir)[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def find_resume_point(output_dir: Path, resume: str) -> Path:
-    if resume == "latest":
-        found = checkpoint_dirs(output_dir)
-        if not found:
-            raise PoemgenError(f"--resume latest: no complete checkpoint in "
-                               f"'{output_dir / CHECKPOINTS}'; start without --resume")
-        return found[-1]
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise PoemgenError(f"--resume '{resume}': not a complete checkpoint folder "
-                           f"(no {STATE_FILE}); pass `latest` or a checkpoints/step-N folder")
-    return path
 
 
 # --- evaluation: validation loss and a few poems written by the model being trained -------------
