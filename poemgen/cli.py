@@ -20,6 +20,9 @@ from poemgen.errors import PoemgenError
 from poemgen.models import quiet_transformers
 from poemgen.options import positive_int
 
+# poemgen.keywords.CLIP_DTYPES, named here so that the parser does not import torch
+CLIP_DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     writing.add_argument("--top-p", type=float, default=0.9,
                          help="nucleus sampling mass (default 0.9)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
+    parser.add_argument("--clip-dtype", choices=CLIP_DTYPE_NAMES, default="auto",
+                        help="CLIP's precision: auto (bfloat16 on CUDA, else float32), float32, "
+                             "bfloat16 or float16")
     choice = parser.add_argument_group("keywords")
     choice.add_argument("--vocab", metavar="FILE", help="keyword vocabulary (WORD<TAB>CATEGORY lines)")
     choice.add_argument("--categories", metavar="NAMES", default="",
@@ -202,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
         poet.plan(options)  # rule errors (tables, acrostic, rhyme group) before any work
     scorer = None
     if paths:
-        scorer = KeywordScorer.load(resolve_clip(args.clip), device, vocabulary)
+        scorer = KeywordScorer.load(resolve_clip(args.clip), device, vocabulary,
+                                    dtype=args.clip_dtype)
         scorer.allowed(options.categories)  # an unknown category fails before any image
     pipeline = Pipeline(scorer, poet)
 
@@ -368,6 +375,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crrd", metavar="DIR", help="folder of the 平水韵 tables")
     parser.add_argument("--vocab", metavar="FILE", help="keyword vocabulary")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--clip-dtype", choices=CLIP_DTYPE_NAMES, default="auto",
+                        help="CLIP's precision: auto (bfloat16 on CUDA, else float32), float32, "
+                             "bfloat16 or float16")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; "
                              "0.0.0.0 opens it to the network)")
@@ -412,7 +422,7 @@ def run_server(args: argparse.Namespace) -> int:
 
     clip = resolve_clip(args.clip)
     pipeline = load(clip, args.poet, args.device, args.vocab, poet_format=args.poet_format,
-                    crrd=args.crrd)
+                    crrd=args.crrd, clip_dtype=args.clip_dtype)
     poet = pipeline.poet.name
     limits = serve.Limits(max_upload_bytes=int(args.max_upload_mb * 2**20),
                           max_pixels=args.max_pixels, decoding_pixels=args.decoding_pixels,

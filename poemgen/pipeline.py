@@ -166,14 +166,15 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
          device: str | None = None, vocabulary: str | os.PathLike | Vocabulary | None = None,
          templates: tuple[str, ...] = DEFAULT_TEMPLATES, poet_format: str | None = None,
          crrd: str | os.PathLike | None = None, need_poet: bool = True,
-         need_clip: bool = True) -> Pipeline:
+         need_clip: bool = True, clip_dtype: str | None = None) -> Pipeline:
     """Load Chinese-CLIP and a poet onto one device.
 
     `clip` defaults to $POEMGEN_CLIP, else the public Chinese-CLIP base model; `poet` is found
     by `poemgen.models.resolve_poet` and its prompt format from `poet_format`, its metadata or
     the registry; `crrd` is the folder of 平水韵 tables (else $POEMGEN_CRRD, else the data
     script's folder). `need_poet=False` gives a keywords-only pipeline, `need_clip=False` one
-    that writes from given keywords.
+    that writes from given keywords. `clip_dtype`: see `keywords.clip_dtype` (default bfloat16
+    on CUDA, float32 elsewhere).
     """
     device = choose_device(device)
     if isinstance(vocabulary, (str, os.PathLike)):
@@ -183,6 +184,6 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
         from poemgen.poet import load_poet
 
         poet_model = load_poet(poet, device, poet_format, crrd)
-    scorer = KeywordScorer.load(resolve_clip(clip), device, vocabulary, templates) \
-        if need_clip else None
+    scorer = KeywordScorer.load(resolve_clip(clip), device, vocabulary, templates,
+                                dtype=clip_dtype) if need_clip else None
     return Pipeline(scorer, poet_model)

@@ -196,6 +196,14 @@ def test_models_shows_your_own_poet_in_use(tiny, capsys, isolated_home):
     assert not rows[DEFAULT_POET]["in_use"]
 
 
+def test_clip_dtype_bfloat16_from_the_command_line(tiny, photo, capsys):
+    code = main([str(photo), "--clip", tiny.clip, "--keywords-only", "--clip-dtype", "bfloat16",
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(json.loads(out)["keywords"]) == 5
+
+
 def test_keywords_only_never_loads_the_poet(tiny, photo, capsys):
     code, out, err = run(capsys, photo, "--clip", tiny.clip, "--poet", "./no/such/poet",
                          "--keywords-only", "--json")

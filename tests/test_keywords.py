@@ -46,6 +46,34 @@ def test_batched_scoring_equals_one_at_a_time(tiny):
         assert [k.score for k in a] == pytest.approx([k.score for k in b], abs=1e-5)
 
 
+def test_clip_in_bfloat16_scores_within_1e_2_of_float32(tiny):
+    full = KeywordScorer.load(tiny.clip)
+    half = KeywordScorer.load(tiny.clip, dtype="bfloat16")
+    assert full.model.dtype == torch.float32 and half.model.dtype == torch.bfloat16
+    assert torch.equal(full.text_embeddings, half.text_embeddings)  # computed in float32
+    photos = images() + [Image.effect_noise((64, 48), 60).convert("RGB")]
+    a, b = full.embed_images(photos), half.embed_images(photos)
+    similarity = (a - b) @ full.text_embeddings.T
+    assert 0 < similarity.abs().max() < 1e-2
+    scale = full.model.logit_scale.detach().exp()
+    probs = [(scale * e @ full.text_embeddings.T).softmax(-1) for e in (a, b)]
+    assert (probs[0] - probs[1]).abs().max() < 1e-2
+    words = [[k.word for k in keywords] for keywords in half.keywords_for(b, topk=3)]
+    assert words and all(len(w) == 3 for w in words)
+
+
+def test_clip_dtype_is_float32_on_cpu_unless_asked(tiny):
+    from poemgen.cli import CLIP_DTYPE_NAMES
+    from poemgen.errors import PoemgenError
+    from poemgen.keywords import CLIP_DTYPES, clip_dtype
+
+    assert set(CLIP_DTYPE_NAMES) == {"auto", *CLIP_DTYPES}
+    assert clip_dtype("auto", torch.device("cpu")) == torch.float32
+    assert clip_dtype(None, torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(PoemgenError, match="not one of auto, float32"):
+        clip_dtype("int8", torch.device("cpu"))
+
+
 def test_text_embeddings_average_the_normalised_templates(tiny):
     templates = ("{}", "{}的照片")
     scorer = KeywordScorer.load(tiny.clip, vocabulary=SMALL, templates=templates)
