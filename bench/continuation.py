@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from run import log, md_table
+from common import log, md_table
 
 
 def read_test(data: Path, limit: int) -> list[dict]:

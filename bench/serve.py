@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import (KEYWORD_LISTS, CpuWatch, add_model_arguments, build_clip, build_poet, log,
+from common import (KEYWORD_LISTS, CpuWatch, add_model_arguments, build_clip, build_poet, log,
                  machine, make_photo, md_table, runner_for)
 
 

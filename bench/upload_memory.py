@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from run import build_clip, log, make_photo, md_table
+from common import build_clip, log, make_photo, md_table
 
 UPLOADS = 20
 SIDE = 6300
