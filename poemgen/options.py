@@ -45,7 +45,9 @@ MAX_CANDIDATES = 64
 # Below this the tempered scores overflow float32 (logits / 1e-40 is inf, and then NaN); above
 # it, sampling is already as good as uniform over what the rules allow.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
-_CHINESE_WORDS = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff ]*$")
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # the Chinese characters options accept
+_CHINESE_WORDS = re.compile(f"^[{_HAN} ]*$")
+_HAN_LINE = re.compile(f"^[{_HAN}]+$")
 _WORD_SEPARATORS = re.compile(r"[,，、\s]+")
 
 
@@ -149,8 +151,6 @@ _FIELD_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool,
                 "tuple[str, ...]": tuple, "tuple[str | None, ...]": tuple}
 _TYPE_NAMES = {int: "a whole number", (int, float): "a number", str: "a string",
                bool: "True or False", tuple: "a list"}
-_HAN_LINE = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+$")
-FORM_TITLES = {(4, 5): "五绝", (4, 7): "七绝", (8, 5): "五律", (8, 7): "七律"}
 
 
 def with_overrides(options: "PoemOptions | None", **overrides) -> "PoemOptions":
@@ -244,7 +244,6 @@ class PoemOptions:
         if len(self.given) > self.lines:
             raise OptionsError(f"line {len(self.given)} is given, but the poem has {self.lines} "
                                "lines; give lines within the form, or choose a longer one")
-        title = FORM_TITLES[(self.lines, self.chars)]
         for i, line in enumerate(self.given):
             if line is None:
                 continue
@@ -253,7 +252,8 @@ class PoemOptions:
                                    "only, with no punctuation")
             if len(line) != self.chars:
                 raise OptionsError(f"given line {i + 1} {line}: has {len(line)} characters, but "
-                                   f"a {title} line has {self.chars}; give {self.chars}")
+                                   f"a {self.form.short_name} line has {self.chars}; "
+                                   f"give {self.chars}")
         object.__setattr__(self, "given", tuple(None if line is None else standardize(line)
                                                 for line in self.given))
 

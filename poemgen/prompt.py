@@ -50,6 +50,11 @@ class Form:
     def name(self) -> str:
         return _FORM_NAMES[(self.lines, self.chars)]
 
+    @property
+    def short_name(self) -> str:
+        """五绝, 七律 …: the name as people say it."""
+        return self.name[0] + self.name[2]
+
 
 def punctuate(lines: list[str]) -> list[str]:
     """Lines with full-width `，` after odd lines and `。` after even ones."""
