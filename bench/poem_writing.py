@@ -105,7 +105,8 @@ def poems(bench: Bench) -> Section:
         throughput = ("\n\nPoems per second (五绝, default rules, 1 candidate, one batch of "
                       "keyword lists):\n\n"
                       + md_table(["batch", "s per batch", "poems/s", ""], trows))
-    if r.cuda:
+    if r.cuda:  # end to end in batch mode, as `poemgen DIR --out` runs: decode, keywords, poem
+        throughput += "\n\n" + end_to_end(bench, pipe)
         bench.results["cuda_mem_poems"] = torch.cuda.max_memory_allocated()
     about = (f"The base-size poet ({r.precision}), writing line by line with poemgen's "
              "default sampling (temperature 0.9, top-p 0.9, seed 0); median of "
@@ -121,3 +122,28 @@ def poems(bench: Bench) -> Section:
              "starts from 8 photos: keyword scoring, the poems and the reranking's text "
              "encoding, as `poemgen.load(...).write_batch` runs them.")
     return Section("Poem writing: the base-size poet", about, table + throughput)
+
+
+def end_to_end(bench: Bench, pipe, photos: int = 512, batch: int = 64) -> str:
+    """Photos → poems per second through `poemgen.batch.write_all`: JPEG files read and
+    decoded in worker threads, CLIP over the batch, the poems, the reranking."""
+    from poemgen.batch import write_all
+    from poemgen.options import PoemOptions
+
+    r = bench.r
+    paths = [str(bench.photos[i % len(bench.photos)]) for i in range(photos)]
+    options = PoemOptions(seed=0)
+
+    def run(some: list[str]) -> int:
+        return sum(1 for outcome in write_all(pipe, some, options, batch_size=batch)
+                   if outcome.poem is not None)
+
+    bench.guard("end to end, warm-up", lambda: run(paths[:batch]))
+    measured = bench.guard(f"end to end, {photos} photos", lambda: r.once(lambda: run(paths)))
+    if measured is None:
+        return "Photos → poems end to end: failed (see the log)."
+    seconds, written = measured
+    log(f"end to end: {written / seconds:.1f} photos → poems per second")
+    return (f"Photos → poems end to end (`poemgen.batch.write_all`, {photos} JPEG files of "
+            f"640×480, batches of {batch}, default rules): {written} poems in {fmt_s(seconds)} s, "
+            f"**{written / seconds:.1f} photos → poems per second**.")

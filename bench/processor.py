@@ -1,11 +1,15 @@
-"""Cost of `VerseProcessor` alone per decoding step, by batch size, with a realistic vocabulary.
+"""Cost of `VerseProcessor` alone per decoding step, by batch size, against the model's step.
 
     python bench/processor.py --data /tmp/ccpc --crrd ../shared/data/crrd  # data/prepare.py's
+    python bench/processor.py --data /tmp/ccpc --device cuda --reference
 
-bench/decoding.py times whole poems, where the model's forward pass hides how the masks scale
-with the batch. Here no model runs: a sentencepiece tokenizer of Mengzi-T5's size is trained on
-the data's poems, and each batch writes 七绝 poems line by line, a token a step picked at random
-among those the processor allows, as sampling would. Prints a Markdown table of milliseconds
+bench/run.py times whole poems, where the model's forward pass hides how the masks scale with
+the batch. Here the processor runs alone: a sentencepiece tokenizer of Mengzi-T5's size is
+trained on the data's poems, and each batch writes 七绝 poems line by line, a token a step
+picked at random among those the processor allows, as sampling would. The model's step is timed
+beside it: one decoding step of a Mengzi-T5-base-shaped poet (random weights, bf16 on CUDA)
+with its cache, at the same batch size. `--reference` also times the per-row processor the
+tensor one replaced (tests/reference_constraints.py). Prints a Markdown table of milliseconds
 per step; every run writes the same poems, so two checkouts can be compared.
 """
 
@@ -15,9 +19,14 @@ import argparse
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from train_throughput import SIZES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RULES = {
     "新韵 loose + no repeats (default)": dict(rhyme="xinyun", tones="loose"),
@@ -41,24 +50,33 @@ def train_tokenizer(data: Path, folder: Path, pieces: int):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def time_steps(plan, rows: int, eos: int, vocab: int, seed: int = 0) -> tuple[float, int]:
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(processor_class, plan, rows: int, eos: int, vocab: int, device: str,
+               seed: int = 0) -> tuple[float, int]:
     """Seconds in the processor and steps taken to write `rows` poems of `plan`'s form."""
     import torch
 
-    from poemgen.constraints import VerseProcessor
     from poemgen.verse_state import initial_state, update_state
 
     generator = torch.Generator().manual_seed(seed)
     states = [initial_state(plan) for _ in range(rows)]
     spent, steps = 0.0, 0
     for line in range(plan.form.lines):
-        processor = VerseProcessor(plan, line, states, eos)
-        ids = torch.zeros((rows, 1), dtype=torch.long)
-        done = torch.zeros(rows, dtype=torch.bool)
+        processor = processor_class(plan, line, states, eos)
+        ids = torch.zeros((rows, 1), dtype=torch.long, device=device)
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
         for _ in range(plan.form.chars + 2):
-            scores = torch.rand((rows, vocab), generator=generator)
+            scores = torch.rand((rows, vocab), generator=generator).to(device)
+            sync(device)
             start = time.perf_counter()
             scores = processor(ids, scores)
+            sync(device)
             spent += time.perf_counter() - start
             steps += 1
             token = torch.where(done, 0, scores.argmax(dim=1))
@@ -71,6 +89,41 @@ def time_steps(plan, rows: int, eos: int, vocab: int, seed: int = 0) -> tuple[fl
     return spent, steps
 
 
+def model_step(rows: int, vocab: int, device: str, repeats: int = 3) -> float:
+    """Seconds per decoding step of a Mengzi-T5-base-shaped model at batch `rows` (with its
+    cache, after a 24-token prompt): generate 12 tokens and 2, the difference over 10."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    global _MODEL
+    if _MODEL is None:
+        config = T5Config(**{**SIZES["base"], "vocab_size": vocab}, feed_forward_proj="gated-gelu",
+                          tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
+                          eos_token_id=1)
+        torch.manual_seed(0)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        _MODEL = T5ForConditionalGeneration(config).to(device, dtype).eval()
+    prompt = torch.randint(3, vocab, (rows, 24), device=device)
+
+    def run(tokens: int) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                _MODEL.generate(prompt, max_new_tokens=tokens, min_new_tokens=tokens,
+                                do_sample=False)
+            sync(device)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    run(2)
+    return max(run(12) - run(2), 0.0) / 10
+
+
+_MODEL = None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="a folder written by data/prepare.py")
@@ -78,33 +131,61 @@ def main() -> None:
     p.add_argument("--pieces", type=int, default=32000, help="sentencepiece vocabulary size")
     p.add_argument("--vocab", type=int, default=32128, help="the model's vocabulary (Mengzi's)")
     p.add_argument("--batch", type=int, nargs="+", default=[8, 32, 64])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--reference", action="store_true",
+                   help="also time the per-row processor of tests/reference_constraints.py")
+    p.add_argument("--no-model", action="store_true", help="skip timing the model's step")
     args = p.parse_args()
 
     import torch
 
     from poemgen import rhymes
+    from poemgen.constraints import VerseProcessor
     from poemgen.masks import SystemTable, TokenTable, VersePlan
     from poemgen.options import PoemOptions
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
+    processors = {"": VerseProcessor}
+    if args.reference:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from reference_constraints import VerseProcessor as Reference
+        processors["per-row reference, "] = Reference
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = train_tokenizer(Path(args.data), Path(tmp), args.pieces)
     table = TokenTable(tokenizer, args.vocab)
-    print(f"| rules | {' | '.join(f'batch {rows}' for rows in args.batch)} |")
-    print(f"| --- |{' --- |' * len(args.batch)}")
+    rows_out = []
     for label, rules in RULES.items():
         if rules["rhyme"] == "pingshui" and not args.crrd:
             continue
         options = PoemOptions(lines=4, chars=7, **rules)
         system = SystemTable(table, rhymes.load_system(options.rhyme, args.crrd))
-        cells = []
-        for rows in args.batch:
-            for seed in (1, 0):  # a warm-up, then a fresh plan, as each `Poet.write` makes
-                plan = VersePlan(options.form, options.rules, table, system)
-                spent, steps = time_steps(plan, rows, tokenizer.eos_token_id, args.vocab, seed)
-            cells.append(f"{spent / steps * 1000:.2f}")
-        print(f"| {label} | {' | '.join(cells)} |")
-    print(f"\nms per step in the processor; 七绝, {len(tokenizer)} pieces, "
-          f"{torch.get_num_threads()} CPU threads")
+        for name, processor_class in processors.items():
+            cells = []
+            for rows in args.batch:
+                for seed in (1, 0):  # a warm-up, then a fresh plan, as each `Poet.write` makes
+                    plan = VersePlan(options.form, options.rules, table, system)
+                    spent, steps = time_steps(processor_class, plan, rows,
+                                              tokenizer.eos_token_id, args.vocab, args.device,
+                                              seed)
+                cells.append(spent / steps)
+            rows_out.append((name + label, cells))
+    model = None if args.no_model else [model_step(rows, args.vocab, args.device)
+                                        for rows in args.batch]
+    print(f"| processor | {' | '.join(f'batch {rows}' for rows in args.batch)} |")
+    print(f"| --- |{' --- |' * len(args.batch)}")
+    for label, cells in rows_out:
+        shares = [""] * len(cells) if model is None else \
+            [f" ({spent / step:.1%})" for spent, step in zip(cells, model)]
+        print(f"| {label} | " + " | ".join(f"{spent * 1000:.2f}{share}"
+                                          for spent, share in zip(cells, shares)) + " |")
+    if model is not None:
+        print("| the model's step (Mengzi-T5-base shape) | "
+              + " | ".join(f"{step * 1000:.1f}" for step in model) + " |")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    print(f"\nms per step (in brackets: of the model's step); 七绝, {len(tokenizer)} pieces, "
+          f"{where}")
 
 
 if __name__ == "__main__":

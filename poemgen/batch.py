@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -81,23 +82,32 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
 
     Given `keywords` replace CLIP's; without a poet the outcomes hold keywords only.
     """
-    for start in range(0, len(paths), batch_size):
-        readable, images, failed = [], [], []
-        for path in paths[start:start + batch_size]:
-            try:
-                data = read_bytes(path, path)
-            except ImageLoadError as e:
-                failed.append(Outcome(path, None, error=str(e)))
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            try:
-                images.append(pipeline.load_photo(data, name=path))
-                readable.append(Outcome(path, digest))
-            except ImageLoadError as e:
-                failed.append(Outcome(path, digest, error=str(e)))
-        yield from failed
-        if images:
-            yield from _written(pipeline, readable, images, options, keywords)
+    with ThreadPoolExecutor(min(batch_size, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(paths), batch_size):
+            readable, images, failed = [], [], []
+            for outcome, image in pool.map(lambda path: _read(pipeline, path),
+                                           paths[start:start + batch_size]):
+                if image is None:
+                    failed.append(outcome)
+                else:
+                    readable.append(outcome)
+                    images.append(image)
+            yield from failed
+            if images:
+                yield from _written(pipeline, readable, images, options, keywords)
+
+
+def _read(pipeline: Pipeline, path: str) -> tuple[Outcome, object]:
+    """A photo read, hashed and decoded (in a worker thread), or its error outcome."""
+    try:
+        data = read_bytes(path, path)
+    except ImageLoadError as e:
+        return Outcome(path, None, error=str(e)), None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return Outcome(path, digest), pipeline.load_photo(data, name=path)
+    except ImageLoadError as e:
+        return Outcome(path, digest, error=str(e)), None
 
 
 def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options: PoemOptions,

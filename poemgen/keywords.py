@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -169,14 +170,42 @@ class KeywordScorer:
                  for size in sizes for key in ("shortest_edge", "height", "width")]
         return max((side for side in sides if side), default=224)
 
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """(3, side, side): `image` resized and cropped as CLIP's image processor does, not yet
+        rescaled or normalised (that is done for a whole batch on the device)."""
+        pixels = self.processor.image_processor(images=image, do_rescale=False,
+                                                do_normalize=False, return_tensors="pt")
+        return pixels["pixel_values"][0]
+
+    def prepare_all(self, images: list[Image.Image]) -> list[torch.Tensor]:
+        """`prepare` for many photos at once, in worker threads (PIL's resizing releases the
+        GIL, so a batch's photos are resized side by side)."""
+        if len(images) < 2:
+            return [self.prepare(image) for image in images]
+        with ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
+            return list(pool.map(self.prepare, images))
+
+    def normalize(self, pixels: list[torch.Tensor]) -> torch.Tensor:
+        """Prepared photos as one batch on the device, rescaled and normalised there, in the
+        model's dtype."""
+        config = self.processor.image_processor
+        batch = torch.stack(pixels).to(self.device, torch.float32)
+        if getattr(config, "do_rescale", True):
+            batch = batch * config.rescale_factor
+        if getattr(config, "do_normalize", True):
+            mean = torch.tensor(config.image_mean, device=self.device).view(1, -1, 1, 1)
+            std = torch.tensor(config.image_std, device=self.device).view(1, -1, 1, 1)
+            batch = (batch - mean) / std
+        return batch.to(self.model.dtype)
+
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image], batch_size: int = 16) -> torch.Tensor:
-        """L2-normalised image embeddings, computed in batches."""
+        """L2-normalised image embeddings, computed in batches: photos resized in worker
+        threads, normalised on the device."""
         chunks = []
         for start in range(0, len(images), batch_size):
-            inputs = self.processor(images=images[start:start + batch_size],
-                                    return_tensors="pt").to(self.device, dtype=self.model.dtype)
-            features = self.model.get_image_features(**inputs).pooler_output
+            pixels = self.normalize(self.prepare_all(images[start:start + batch_size]))
+            features = self.model.get_image_features(pixel_values=pixels).pooler_output
             chunks.append(F.normalize(features.float(), dim=-1))
         return torch.cat(chunks)
 

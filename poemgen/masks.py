@@ -21,6 +21,9 @@ _HAN = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U000313
 SPACE = "▁"  # sentencepiece's word-boundary mark
 MAX_TOKEN_CHARS = 7  # no line is longer; longer pieces are never allowed
 PING, ZE, UNKNOWN, FREE = 1, 2, 4, 7  # tone bits; a free position accepts any character
+RELAX_ORDER = ("repeat", "tones", "rhyme", "acrostic")  # the rules a dead end may relax
+RULE_BIT = {name: 1 << i for i, name in enumerate(RELAX_ORDER)}  # a broken rule's bit
+LENGTH_BIT = 1 << len(RELAX_ORDER)  # too long a token (or a misplaced boundary mark): never relaxed
 
 
 def cached_mask(cache: dict, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -28,6 +31,10 @@ def cached_mask(cache: dict, key: Hashable, build: Callable[[], torch.Tensor]) -
         cache[key] = build()
     return cache[key]
 
+
+def _broken_bits(ok: torch.Tensor, bit: int) -> torch.Tensor:
+    """`bit` where a rule's mask says no, as uint8."""
+    return (~ok).to(torch.uint8) * bit
 
 
 class TokenTable:
@@ -75,6 +82,7 @@ class TokenTable:
         self._holders = pairs % vocab_size
         per_char = torch.bincount(pairs // vocab_size, minlength=pad + 1)
         self._starts = [0] + per_char.cumsum(0).tolist()
+        self._on: dict[str, TokenTensors] = {}
         self.alone: dict[int, list[int]] = {}  # character → the tokens that are it alone
         singles = self.single.nonzero().flatten()
         for token_id, char in zip(singles.tolist(), self.first[singles].tolist()):
@@ -90,10 +98,25 @@ class TokenTable:
             mask[torch.cat(spans)] = True
         return mask
 
+    def on(self, device: torch.device) -> "TokenTensors":
+        """This table's batch tensors on `device`, made once."""
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = TokenTensors(self, device)
+        return self._on[key]
+
     def text(self, token_ids: list[int]) -> str:
         """The Chinese characters that a generated line's tokens spell."""
         return "".join(self.pieces[i].lstrip(SPACE) for i in token_ids
                        if i < len(self.pieces) and self.chars[i] >= 0)
+
+
+def length_ok(table: TokenTable, remaining: int, opening: bool) -> torch.Tensor:
+    """(vocab,): tokens that fit in `remaining` characters; a boundary mark only `opening`
+    the text."""
+    chars, leading = table.chars, table.leading
+    ok = (chars >= 1) & (chars <= remaining)
+    return ok | ((chars == 0) & leading) if opening else ok & ~leading
 
 
 class SystemTable:
@@ -115,12 +138,11 @@ class SystemTable:
         self.char_tones = tones
         self.char_groups = groups
         self.token_tones = tones[table.char_ids]  # (vocab, MAX_TOKEN_CHARS)
+        self.tone_signatures = torch.unique(self.token_tones, dim=0, return_inverse=True)
         self.ze_groups = torch.tensor([g.startswith(rhymes.ZE) for g in self.group_names],
                                       dtype=torch.bool)
         self.own_token = torch.zeros(n + 1, dtype=torch.bool)  # the character is a token alone
         self.own_token[table.first[table.single]] = True
-
-
 
 
 @dataclass
@@ -171,27 +193,27 @@ class VersePlan:
         return cached_mask(self._masks, key, build)
 
     def fits(self, line: int, position: int) -> torch.Tensor:
-        """(choices, vocab): the token's characters keep each choice's tones from here."""
+        """(choices, vocab): the token's characters keep each choice's tones from here.
+        Worked out once per tone signature (the tones of a token's characters; padding is
+        free), which far fewer than the tokens have, then spread to the tokens."""
         key = (line, position)
         if key not in self._fits:
-            chars = self.table.chars.clamp(min=0)
-            ok = torch.ones((len(self.choices[line]), len(chars)), dtype=torch.bool)
-            if self.system is not None:
-                for j in range(MAX_TOKEN_CHARS):
-                    bits = self.patterns[line][:, position + j].unsqueeze(1)  # (choices, 1)
-                    keeps = (self.system.token_tones[:, j].unsqueeze(0) & bits) != 0
-                    ok &= keeps | (chars <= j).unsqueeze(0)
-            self._fits[key] = ok
+            count = len(self.choices[line])
+            if self.system is None:
+                self._fits[key] = torch.ones((count, len(self.table.chars)), dtype=torch.bool)
+                return self._fits[key]
+            signatures, of_token = self.system.tone_signatures
+            ok = torch.ones((count, len(signatures)), dtype=torch.bool)
+            for j in range(MAX_TOKEN_CHARS):
+                bits = self.patterns[line][:, position + j].unsqueeze(1)  # (choices, 1)
+                ok &= (signatures[:, j].unsqueeze(0) & bits).bool()
+            self._fits[key] = ok.gather(1, of_token.expand(count, -1))
         return self._fits[key]
 
     def length_ok(self, remaining: int, opening: bool) -> torch.Tensor:
-        """(vocab,): tokens that fit in `remaining` characters; a boundary mark only `opening`
-        the text."""
-        def build():
-            chars, leading = self.table.chars, self.table.leading
-            ok = (chars >= 1) & (chars <= remaining)
-            return ok | ((chars == 0) & leading) if opening else ok & ~leading
-        return cached_mask(self._masks, ("length", remaining, opening), build)
+        """(vocab,): see `length_ok`."""
+        return cached_mask(self._masks, ("length", remaining, opening),
+                           lambda: length_ok(self.table, remaining, opening))
 
     def tones_ok(self, line: int, position: int, choices: int) -> torch.Tensor:
         """(vocab,): tokens that keep the tones of one of the `choices` (a bit set) from here."""
@@ -255,3 +277,117 @@ class VersePlan:
         viable = torch.zeros(len(self.system.group_names), dtype=torch.bool)
         viable[list(self.viable_group_ids(self.group_counts(used), line))] = True
         return viable
+
+
+class TokenTensors:
+    """A `TokenTable` on one device, shaped for a whole batch at once (made once per device:
+    `TokenTable.on`).
+
+    Every table has one column more than the token table: the column `width - 1` is a dummy
+    token that padded indices point to, so ragged look-ups become plain scatters."""
+
+    def __init__(self, table: TokenTable, device: torch.device):
+        vocab = len(table.chars)
+        self.device = device
+        self.dummy, self.width, self.pad = vocab, vocab + 1, len(table.alphabet)
+
+        def widen(tensor: torch.Tensor, value) -> torch.Tensor:
+            extra = torch.full((1, *tensor.shape[1:]), value, dtype=tensor.dtype)
+            return torch.cat([tensor, extra]).to(device)
+
+        self.chars = widen(table.chars, -1)
+        self.char_ids = widen(table.char_ids, self.pad)
+        self.last = widen(table.last, self.pad)
+        within = torch.arange(MAX_TOKEN_CHARS) < table.chars.clamp(min=0).unsqueeze(1)
+        earlier = (table.char_ids.unsqueeze(2) == table.char_ids.unsqueeze(1)).tril(-1).any(2)
+        self.first_seen = widen(within & ~earlier, False)  # a token's character, first time in it
+        self.length = torch.stack([torch.stack([  # by characters left and opening
+            _broken_bits(widen(length_ok(table, remaining, opening), False), LENGTH_BIT)
+            for opening in (False, True)]) for remaining in range(MAX_TOKEN_CHARS + 1)])
+        self.ends = torch.stack([widen(table.chars == remaining, False)  # by characters left
+                                 for remaining in range(MAX_TOKEN_CHARS + 1)])
+        self.repeats = widen(table.repeats, False)
+        self.doubles = widen(table.doubles, False)
+        pairs = torch.unique(table.char_ids * vocab + torch.arange(vocab).unsqueeze(1))
+        per_char = torch.bincount(pairs // vocab, minlength=self.pad + 1)
+        per_char[self.pad] = 0  # the padding is no character: nothing holds it
+        self.holders = (pairs % vocab).to(device)
+        self.holder_count = per_char.to(device)
+        self.holder_start = (per_char.cumsum(0) - per_char).to(device)
+        singles = table.single.nonzero().flatten()
+        chars = table.first[singles]
+        order = torch.argsort(chars, stable=True)
+        singles, chars = singles[order], chars[order]
+        counts = torch.bincount(chars, minlength=self.pad + 1)
+        rank = torch.arange(len(chars)) - (counts.cumsum(0) - counts)[chars]
+        alone = torch.full((self.pad + 1, int(counts.max()) if len(chars) else 1), self.dummy)
+        alone[chars, rank] = singles
+        self.alone = alone.to(device)  # character → the tokens that are it alone (dummy pads)
+
+    def mark_holders(self, mask: torch.Tensor, rows: torch.Tensor, chars: torch.Tensor) -> None:
+        """Set `mask[row, token]` for every token holding `chars[i]`, `row = rows[i]` (padding
+        holds nothing)."""
+        counts = self.holder_count[chars]
+        pick = torch.repeat_interleave(torch.arange(len(chars), device=self.device), counts)
+        if len(pick) == 0:
+            return
+        offset = torch.arange(len(pick), device=self.device) - (counts.cumsum(0) - counts)[pick]
+        mask[rows[pick], self.holders[self.holder_start[chars][pick] + offset]] = True
+
+
+class BatchTables:
+    """A `VersePlan`'s rules on one device, for a whole batch at once: its token tables
+    (`tokens`), the rhyme groups of the characters, the rhyme pool, and per line the tone
+    choices as bit sets (an int64 per token: which of the line's choices the token keeps
+    from a position), so a batch's tone masks are one gather and one `&`."""
+
+    def __init__(self, plan: VersePlan, device: torch.device):
+        table, system, rules = plan.table, plan.system, plan.rules
+        self.plan, self.device = plan, device
+        self.tokens = tokens = table.on(device)
+        self.tones = system is not None and rules.tones != "none"
+        self.rhyme = rules.rhyme != "none"
+        self.repeat = rules.no_repeat
+        self.always = tokens.repeats if rules.reduplication else tokens.repeats | tokens.doubles
+        self._lines: dict[int, tuple] = {}
+        if system is not None:
+            self.groups = len(system.group_names)
+            self.group_chars = system.char_groups.T.float().to(device)  # (groups, alphabet + 1)
+            self.ze_groups = system.ze_groups.to(device)
+            char_tones = system.char_tones.to(device)
+            self.can_ze = (char_tones[tokens.last] & ZE) != 0
+        if self.rhyme:
+            pool = plan.rhyme_pool
+            members = torch.zeros((self.groups, tokens.pad + 1), dtype=torch.bool)
+            for group, chars in enumerate(pool.members):
+                members[group, chars] = True
+            self.members = members.to(device)
+            self.pool_groups = members.T.long().to(device)
+            self.pool_sizes = torch.tensor(pool.sizes, device=device)
+
+    def line(self, line: int) -> tuple[torch.Tensor | None, int, torch.Tensor | None]:
+        """For one line: per position, each token's tone choices as bits ((chars, width) int64;
+        None without tones); the bits of the choices whose template does not rhyme there;
+        its acrostic's broken bits ((2, width) uint8, by `position == 0`; None without one)."""
+        if line not in self._lines:
+            plan = self.plan
+            choices = plan.choices[line]
+            if len(choices) > 62:
+                raise ValueError(f"{len(choices)} tone choices do not fit in a bit set")
+            fit_bits = None
+            if self.tones:
+                weights = torch.tensor([1 << c for c in range(len(choices))]).unsqueeze(1)
+                fit_bits = torch.stack([
+                    torch.cat([(plan.fits(line, position).long() * weights).sum(0),
+                               torch.zeros(1, dtype=torch.long)])
+                    for position in range(plan.form.chars)]).to(self.device)
+            not_rhyming = sum(1 << c for c, (t, _) in enumerate(choices)
+                              if line not in plan.rhyme_lines[t])
+            acrostic = None
+            if plan.acrostic:
+                acrostic = torch.stack([torch.cat([
+                    _broken_bits(plan.acrostic_ok(line, opening), RULE_BIT["acrostic"]),
+                    torch.zeros(1, dtype=torch.uint8)]) for opening in (False, True)]
+                ).to(self.device)
+            self._lines[line] = fit_bits, not_rhyming, acrostic
+        return self._lines[line]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,14 @@ class Pipeline:
         side = self.scorer.image_side if self.scorer is not None else None
         return load_image(image, name=name, max_pixels=max_pixels, min_side=side, budget=budget)
 
+    def load_photos(self, images: list[ImageSource]) -> list:
+        """`load_photo` for many photos, decoded in worker threads (Pillow's decoders release
+        the GIL); the first photo that fails raises, as one at a time would."""
+        if len(images) < 2:
+            return [self.load_photo(image) for image in images]
+        with ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
+            return list(pool.map(self.load_photo, images))
+
     def keywords(self, image: ImageSource, options: PoemOptions | None = None,
                  **overrides) -> list[Keyword]:
         """The keywords CLIP finds in `image` (topk, categories, per_category … from options)."""
@@ -90,7 +99,7 @@ class Pipeline:
     def keywords_batch(self, images: list[ImageSource], options: PoemOptions | None = None,
                        **overrides) -> list[list[Keyword]]:
         options = with_overrides(options, **overrides)
-        return self._require_scorer().score([self.load_photo(i) for i in images],
+        return self._require_scorer().score(self.load_photos(images),
                                             options.topk, selection=options.selection)
 
     def write(self, image: ImageSource | None = None, options: PoemOptions | None = None, *,
@@ -115,7 +124,7 @@ class Pipeline:
         self._require_poet()
         embeddings = None
         if images is not None:
-            embeddings = self._require_scorer().embed_images([self.load_photo(i) for i in images])
+            embeddings = self._require_scorer().embed_images(self.load_photos(images))
         if keywords is not None:
             found = [[Keyword(word, None) for word in check_keywords(words)] for words in keywords]
         else:

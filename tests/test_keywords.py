@@ -46,6 +46,22 @@ def test_batched_scoring_equals_one_at_a_time(tiny):
         assert [k.score for k in a] == pytest.approx([k.score for k in b], abs=1e-5)
 
 
+def test_photos_prepared_in_threads_and_normalised_on_the_device_match_the_processor(tiny):
+    """The image processor alone (resize, crop, rescale, normalise per photo) and the split
+    path (resize and crop in worker threads, then one normalisation for the batch) agree."""
+    scorer = KeywordScorer.load(tiny.clip)
+    photos = images() + [Image.effect_noise((300, 97), 60).convert("RGB"),
+                         Image.new("RGB", (97, 300), (200, 30, 10))]
+    expected = scorer.processor(images=photos, return_tensors="pt")["pixel_values"]
+    prepared = scorer.prepare_all(photos)
+    assert all(p.shape == expected.shape[1:] for p in prepared)
+    assert torch.allclose(scorer.normalize(prepared), expected, atol=1e-5)
+    with torch.inference_mode():
+        direct = scorer.model.get_image_features(pixel_values=expected).pooler_output
+    assert torch.allclose(scorer.embed_images(photos, batch_size=3),
+                          torch.nn.functional.normalize(direct, dim=-1), atol=1e-5)
+
+
 def test_clip_in_bfloat16_scores_within_1e_2_of_float32(tiny):
     full = KeywordScorer.load(tiny.clip)
     half = KeywordScorer.load(tiny.clip, dtype="bfloat16")
