@@ -7,11 +7,13 @@ it, exact repeats dropped. Nothing is drawn at random: the sample is the whole o
 
     python bench/masters.py --source ../shared/data/chinese-poetry --crrd ../shared/data/crrd
 
-Each poem is checked with `--rhyme pingshui --tones loose` (and strict). Rows: all of them, and
+Each poem is checked with `--rhyme pingshui --tones loose` (and strict). Rows: all of them;
 those that rhyme in a 平 group (a 律诗 rhymes in 平声; a poem rhyming in 仄 is 古体 whatever its
-shape). Then the failures by reason, and the hole test: in each poem that passes, one line's
-second character (a position no accepted variant touches) is replaced by a character of the
-opposite tone; the checker must fail that poem's tones.
+shape); and the 律诗 proper: rhyming in 平 and without 三平调 (a rhyming line ending in three
+clear 平, the deliberate mark of 古体, 王力《汉语诗律学》§8). Then the failures by reason, and the
+hole test: in each poem that passes, one line's second character (a position no accepted variant
+touches) is replaced by a character of the opposite tone; the checker must fail that poem's
+tones.
 
 Run it against another checkout (PYTHONPATH=OTHER) to compare checkers: it uses only `check`.
 """
@@ -72,6 +74,12 @@ def why_failed(result, system) -> str:
     return "every line of an accepted type, but 失粘/失对 (拗体, or 古体 of the same shape)"
 
 
+def three_level(text: str, system) -> bool:
+    """Whether a line that rhymes (2nd, 4th, 6th, 8th) ends in three characters of clear 平."""
+    return any(all(system.tones(c) == {rhymes.PING} for c in line[-3:])
+               for line in prosody.split_lines(text)[1::2])
+
+
 def flip(text: str, rng: random.Random, system) -> str | None:
     """The poem with one line's second character of the opposite (clear) tone, or None."""
     lines = prosody.split_lines(text)
@@ -105,8 +113,10 @@ def main() -> None:
         loose = prosody.check(text, rhyme="pingshui", tones="loose", crrd=args.crrd)
         strict = prosody.check(text, rhyme="pingshui", tones="strict", crrd=args.crrd)
         level = loose.rhyme_ok and any(not g.startswith(rhymes.ZE) for g in loose.rhyme_group)
-        for row in (form, f"{form}, rhymes in 平", "all", "all, rhymes in 平"):
-            if "平" in row and not level:
+        regulated = level and not three_level(text, system)
+        for row in (form, f"{form}, rhymes in 平", "all", "all, rhymes in 平",
+                    f"{form}, 律诗 proper", "all, 律诗 proper"):
+            if "平" in row and not level or "律诗" in row and not regulated:
                 continue
             counts = rows.setdefault(row, Counter())
             counts["poems"] += 1
@@ -114,7 +124,8 @@ def main() -> None:
             counts["strict"] += strict.tones_ok
         variants.update(getattr(line, "variant", "") or "-" for line in loose.lines)
         if not loose.tones_ok:
-            reasons[why_failed(loose, system)] += 1
+            reasons["rhymes in 仄 (古体)" if not level else
+                    "三平调 (古体)" if not regulated else why_failed(loose, system)] += 1
         elif (flipped := flip(text, rng, system)) is not None:
             tried += 1
             caught += not prosody.check(flipped, rhyme="pingshui", tones="loose",
@@ -122,7 +133,8 @@ def main() -> None:
     print(f"{len(poems)} poems by {', '.join(args.poets)}\n")
     print("| sample | poems | tones pass, loose | tones pass, strict |")
     print("| --- | ---: | ---: | ---: |")
-    for row in ("五律", "七律", "all", "五律, rhymes in 平", "七律, rhymes in 平", "all, rhymes in 平"):
+    for row in ("五律", "七律", "all", "五律, rhymes in 平", "七律, rhymes in 平", "all, rhymes in 平",
+                "五律, 律诗 proper", "七律, 律诗 proper", "all, 律诗 proper"):
         c = rows.get(row, Counter())
         if c["poems"]:
             print(f"| {row} | {c['poems']} | {c['loose'] / c['poems']:.1%} | "

@@ -118,11 +118,12 @@ VARIANTS: tuple[LineVariant, ...] = (
     # 孤平拗救: a 仄 first character of 平平仄仄平 is rescued by a 平 third (仄平平仄平).
     LineVariant("孤平拗救", "平平仄仄平", "仄平平仄平", frozenset({2}), rescues=True),
 )
-# 孤平: 一三五不论 never frees the first character of 平平仄仄平 (七言: the third of
-# 仄仄平平仄仄平), since 仄平仄仄平 leaves the line one 平 besides its rhyme; only the rescue above
-# may make it 仄.
-LOOSE_FIXED: dict[str, frozenset[int]] = {"平平仄仄平": frozenset({0})}
-GU_PING = "孤平"
+# What 一三五不论 never frees (王力《诗词格律》ch. 2 §4, 《汉语诗律学》§8): the first character
+# of 平平仄仄平 (七言: the third of 仄仄平平仄仄平), since 仄平仄仄平 leaves the line one 平
+# besides its rhyme (孤平; only the rescue above may make it 仄); and the third of 仄仄仄平平
+# (七言: the fifth), since 仄仄平平平 ends in three 平 (三平尾, 三平调: the mark of 古体).
+LOOSE_FIXED: dict[str, tuple[frozenset[int], str]] = {"平平仄仄平": (frozenset({0}), "孤平"),
+                                                      "仄仄仄平平": (frozenset({2}), "三平尾")}
 
 
 class LineOption(NamedTuple):
@@ -163,7 +164,7 @@ def line_options(line: str, tones: str) -> tuple[LineOption, ...]:
         marks = "".join(EITHER if j in free - fixed else tone for j, tone in enumerate(pattern))
         return LineOption(name, marks, fixed & free, **flags)
 
-    options = [option("", line, LOOSE_FIXED.get(five, frozenset()) if tones == "loose"
+    options = [option("", line, LOOSE_FIXED.get(five, (frozenset(), ""))[0] if tones == "loose"
                       else frozenset())]
     for v in VARIANTS:
         if v.line_type == five:
@@ -317,9 +318,11 @@ def _fit(template: Template, index: int, lines: list[str], tones: list[list[froz
     return _Fit(template, options, errors, shared, key)
 
 
-def _tone_reason(i: int, line: str, option: LineOption, errors: list[int], template: str) -> str:
+def _tone_reason(i: int, line: str, option: LineOption, errors: list[int], template: str,
+                 line_type: str) -> str:
+    fault = LOOSE_FIXED.get(line_type[-5:], (frozenset(), ""))[1]
     wrong = ", ".join(f"{line[j]} (char {j + 1}) should be {option.tones[j]}"
-                      + (f" ({GU_PING})" if j in option.fixed and not option.variant else "")
+                      + (f" ({fault})" if j in option.fixed and not option.variant else "")
                       for j in errors)
     return f"line {i + 1} {line}: {wrong} ({template}{', ' + option.variant if option.variant else ''})"
 
@@ -383,7 +386,8 @@ def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
         reports.append(LineReport(line, len(line), mark, template.lines[i], errors,
                                   line[-1] if rhymes else None, groups, chars, option.variant))
         if errors:
-            reasons.append(_tone_reason(i, line, option, errors, template.name))
+            reasons.append(_tone_reason(i, line, option, errors, template.name,
+                                        template.lines[i]))
 
     rhyme_ok = rhyme == "none" or bool(best.shared)
     if not rhyme_ok:

@@ -87,9 +87,8 @@ def write_both(poet: Poet, options: PoemOptions, rows: int, rng: random.Random,
             assert torch.equal(ours, theirs), f"line {line} of {options}"
             compared += rows
             token = ours.argmax(dim=1)
-            for row in range(rows):
-                if rng.random() >= off_rules:
-                    continue
+            forced = (torch.rand(rows, generator=generator) < off_rules).nonzero().flatten()
+            for row in forced.tolist():
                 written = len(table.text(ids[row, start:].tolist()))
                 if written < options.chars:
                     fitting = plan.length_ok(options.chars - written, ids.shape[1] == start)

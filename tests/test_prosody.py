@@ -397,6 +397,18 @@ def test_gu_ping_fails_loose_and_its_rescue_passes_strict(chars):
         assert result.tones_ok and result.lines[1].variant == "孤平拗救", result.reasons
 
 
+@pytest.mark.parametrize("chars", [5, 7])
+def test_three_level_tones_at_the_end_fail_loose_as_the_mark_of_guti(chars):
+    """三平尾: 一三五不论 does not free the third character of 仄仄仄平平 (七言: the fifth)."""
+    def line(five: str, template_five: str) -> str:
+        return ("" if chars == 5 else PING * 2 if template_five[0] == ZE else ZE * 2) + five
+    poem = [line(A, A), line(B, B), line(C, C), line("仄仄平平平", D)]  # 三平尾 in line 4
+    result = check(written(*poem), tones="loose")
+    assert not result.tones_ok and "三平尾" in result.reasons[0]
+    allowed = [line(A, A), line(B, B), line(C, C), line("平仄仄平平", D)]  # the first is free
+    assert check(written(*allowed), tones="loose").tones_ok
+
+
 def test_the_variants_open_no_holes():
     """In every template and every accepted way of writing its lines, a flipped second
     character (which no variant touches) fails the poem."""
@@ -478,10 +490,11 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
     """Measured on the 9,976 quatrains of ccpc_test_v1.0.json (45 hold a □ for a lost character):
 
     | system   | lines 2 and 4 share a group | rhyme_ok | tones_ok (loose) |
-    | pingshui | 92.9 %                      | 92.6 %   | 69.3 %           |
-    | xinyun   | 86.2 %                      | 85.8 %   | 47.5 %           |
+    | pingshui | 92.9 %                      | 92.6 %   | 68.6 %           |
+    | xinyun   | 86.2 %                      | 85.8 %   | 43.2 %           |
 
-    The floors sit 2-3 points below. 平水韵 is the system these poems were written in, so it
+    (tones_ok was 69.3 and 47.5 % before 三平尾 failed under loose.) The floors sit 2-3 points
+    below. 平水韵 is the system these poems were written in, so it
     must beat 中华新韵 (modern readings split old rhymes, and 入声 characters read 平 today break
     the tones); that neither reaches 100 % is real: 古绝, 仄 rhymes, 邻韵 and gaps in the tables.
     """
@@ -498,7 +511,7 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
     assert n == 9976
     assert figures["pingshui"][0] >= 0.90 and figures["pingshui"][1] >= 0.90
     assert figures["xinyun"][0] >= 0.83 and figures["xinyun"][1] >= 0.83
-    assert figures["pingshui"][2] >= 0.66 and figures["xinyun"][2] >= 0.45
+    assert figures["pingshui"][2] >= 0.66 and figures["xinyun"][2] >= 0.41
     assert figures["pingshui"][0] > figures["xinyun"][0] + 0.03
     assert figures["pingshui"][2] > figures["xinyun"][2] + 0.1
 
