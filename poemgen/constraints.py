@@ -191,7 +191,8 @@ class VerseProcessor(LogitsProcessor):
         broken = t.tokens.length[chars - position_k, opening_k]
         fit_bits, _, acrostic = t.line(self.line)
         if fit_bits is not None:
-            fits = fit_bits[position_k.clamp(max=chars - 1)] & choices_k.unsqueeze(1)
+            fits = fit_bits[position_k.clamp(max=chars - 1)] \
+                & choices_k.to(fit_bits.dtype).unsqueeze(1)
             broken |= (~fits.bool()).view(torch.uint8) * RULE_BIT["tones"]
         if acrostic is not None:
             broken |= acrostic[(position_k == 0).long()]
@@ -212,8 +213,10 @@ class VerseProcessor(LogitsProcessor):
         bound = (rhyming | first).nonzero().flatten()
         if len(bound):
             everyone = len(bound) == len(broken)
-            in_group = (groups[bound].float() @ t.group_chars) > 0  # per character
-            in_group = in_group.gather(1, t.tokens.last.expand(len(bound), -1))  # by last char
+            # per character, once per distinct set of groups; then per token, by its last
+            sets, which = torch.unique(groups[bound], dim=0, return_inverse=True)
+            in_group = ((sets.float() @ t.group_chars) > 0)[which]
+            in_group = in_group.gather(1, t.tokens.last.expand(len(bound), -1))
             miss = t.tokens.ends[chars - position[bound]] & ~in_group
             opening_lines = (~rhyming[bound]).nonzero().flatten()  # 首句: may end on 仄 instead
             if len(opening_lines) == len(bound):

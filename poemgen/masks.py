@@ -377,10 +377,12 @@ class BatchTables:
             fit_bits = None
             if self.tones:
                 weights = torch.tensor([1 << c for c in range(len(choices))]).unsqueeze(1)
-                fit_bits = torch.stack([
+                narrow = next(d for d, bits in ((torch.int16, 15), (torch.int32, 31),
+                                               (torch.int64, 63)) if len(choices) <= bits)
+                fit_bits = torch.stack([  # as narrow an integer as holds the bits: less to read
                     torch.cat([(plan.fits(line, position).long() * weights).sum(0),
                                torch.zeros(1, dtype=torch.long)])
-                    for position in range(plan.form.chars)]).to(self.device)
+                    for position in range(plan.form.chars)]).to(self.device, narrow)
             not_rhyming = sum(1 << c for c, (t, _) in enumerate(choices)
                               if line not in plan.rhyme_lines[t])
             acrostic = None
