@@ -1,12 +1,8 @@
-"""The rules of classical verse (格律): tones, rhyme groups, tone templates, and a checker.
-
-A poem from the T5 poet always has the right shape, but nothing in decoding makes it rhyme or
-follow the level/oblique (平/仄) pattern. This module says whether it does, so poems can be
-scored, filtered or reranked, and the poet can be measured against real poems (CCPC).
-
-The rhyme systems (中华新韵 `xinyun`, 平水韵 `pingshui`: each character's tones and rhyme groups)
-are `poemgen.rhymes`'s; this module holds the forms, the tone templates and their accepted
-variants, and the checker. Pure Python: nothing here imports torch or transformers.
+"""The rules of classical verse (格律): the forms, the tone templates and their accepted variants,
+and the checker that scores any poem (the poet's or a person's) against them. The rhyme systems
+(中华新韵 `xinyun`, 平水韵 `pingshui`) are `poemgen.rhymes`'s; the generation masks read the same
+templates and variants, so what the poet writes and what the checker accepts agree. Pure Python:
+nothing here imports torch or transformers.
 
     >>> check("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。").rhyme_ok
     True
@@ -118,12 +114,10 @@ VARIANTS: tuple[LineVariant, ...] = (
     # 孤平拗救: a 仄 first character of 平平仄仄平 is rescued by a 平 third (仄平平仄平).
     LineVariant("孤平拗救", "平平仄仄平", "仄平平仄平", frozenset({2}), rescues=True),
 )
-# What 一三五不论 never frees (王力《诗词格律》ch. 2 §4, 《汉语诗律学》§8): the first character
-# of 平平仄仄平 (七言: the third of 仄仄平平仄仄平), since 仄平仄仄平 leaves the line one 平
-# besides its rhyme (孤平; only the rescue above may make it 仄); and the third of 仄仄仄平平
-# (七言: the fifth), since 仄仄平平平 ends in three 平 (三平尾, 三平调: the mark of 古体).
-LOOSE_FIXED: dict[str, tuple[frozenset[int], str]] = {"平平仄仄平": (frozenset({0}), "孤平"),
-                                                      "仄仄仄平平": (frozenset({2}), "三平尾")}
+# What 一三五不论 never frees (王力《诗词格律》ch. 2 §4): 平平仄仄平's first character, since
+# 仄平仄仄平 has one 平 besides its rhyme (孤平; only the rescue above may make it 仄), and
+# 仄仄仄平平's third, since 仄仄平平平 ends in three 平 (三平尾, the mark of 古体). 七言: +2.
+LOOSE_FIXED = {"平平仄仄平": (frozenset({0}), "孤平"), "仄仄仄平平": (frozenset({2}), "三平尾")}
 
 
 class LineOption(NamedTuple):
