@@ -327,7 +327,7 @@ def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
     """Check a poem's form, rhyme, tones and repeated characters.
 
     `rhyme` is "xinyun", "pingshui" (tables from `crrd`, see `load_system`) or "none" (no rhyme
-    rule; tones then come from 中华新韵). `tones` is "loose" (一三五不论, but no 孤平), "strict"
+    rule; tones then come from 中华新韵). `tones` is "loose" (一三五不论, no 孤平 or 三平尾), "strict"
     or "none"; both accept the variants of `VARIANTS` and say which line uses one. Repeated
     characters are reported, and fail the poem only with `no_repeats` (the masters repeat:
     萧萧, 滚滚). A character the system does not know is read as its standard form (疎 as 疏).
