@@ -71,6 +71,10 @@ class VerseProcessor(LogitsProcessor):
         self._initial: _Rows | None = None  # the rows at the line's start
         self._rows: _Rows | None = None
         self._seen: torch.Tensor | None = None  # the line's ids the rows hold
+        # read from the states with the rows at the line's start (see `_start`)
+        self._group: torch.Tensor | None = None  # (rows, groups): the poem's rhyme groups
+        self._has_group: torch.Tensor | None = None  # whether a poem's group is chosen yet
+        self._blocked_open: torch.Tensor | None = None  # the repeat mask at the line's opening
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         vocab = scores.shape[1]
