@@ -16,6 +16,7 @@ per step; every run writes the same poems, so two checkouts can be compared.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -93,16 +94,8 @@ def model_step(rows: int, vocab: int, device: str, repeats: int = 3) -> float:
     """Seconds per decoding step of a Mengzi-T5-base-shaped model at batch `rows` (with its
     cache, after a 24-token prompt): generate 12 tokens and 2, the difference over 10."""
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
 
-    global _MODEL
-    if _MODEL is None:
-        config = T5Config(**{**SIZES["base"], "vocab_size": vocab}, feed_forward_proj="gated-gelu",
-                          tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
-                          eos_token_id=1)
-        torch.manual_seed(0)
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        _MODEL = T5ForConditionalGeneration(config).to(device, dtype).eval()
+    model = base_model(vocab, device)
     prompt = torch.randint(3, vocab, (rows, 24), device=device)
 
     def run(tokens: int) -> float:
@@ -111,8 +104,8 @@ def model_step(rows: int, vocab: int, device: str, repeats: int = 3) -> float:
             sync(device)
             start = time.perf_counter()
             with torch.inference_mode():
-                _MODEL.generate(prompt, max_new_tokens=tokens, min_new_tokens=tokens,
-                                do_sample=False)
+                model.generate(prompt, max_new_tokens=tokens, min_new_tokens=tokens,
+                               do_sample=False)
             sync(device)
             best = min(best, time.perf_counter() - start)
         return best
@@ -121,7 +114,18 @@ def model_step(rows: int, vocab: int, device: str, repeats: int = 3) -> float:
     return max(run(12) - run(2), 0.0) / 10
 
 
-_MODEL = None
+@functools.lru_cache(maxsize=1)
+def base_model(vocab: int, device: str):
+    """A Mengzi-T5-base-shaped model with random weights (bf16 on CUDA), built once."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(**{**SIZES["base"], "vocab_size": vocab}, feed_forward_proj="gated-gelu",
+                      tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
+                      eos_token_id=1)
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return T5ForConditionalGeneration(config).to(device, dtype).eval()
 
 
 def main() -> None:

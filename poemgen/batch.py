@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +25,7 @@ from typing import Iterator
 import torch
 
 from poemgen.errors import PoemgenError
-from poemgen.images import ImageLoadError, read_bytes
+from poemgen.images import ImageLoadError, in_threads, read_bytes
 from poemgen.keywords import Keyword
 from poemgen.options import PoemOptions
 from poemgen.pipeline import Pipeline, Poem
@@ -82,19 +81,18 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
 
     Given `keywords` replace CLIP's; without a poet the outcomes hold keywords only.
     """
-    with ThreadPoolExecutor(min(batch_size, os.cpu_count() or 1)) as pool:
-        for start in range(0, len(paths), batch_size):
-            readable, images, failed = [], [], []
-            for outcome, image in pool.map(lambda path: _read(pipeline, path),
-                                           paths[start:start + batch_size]):
-                if image is None:
-                    failed.append(outcome)
-                else:
-                    readable.append(outcome)
-                    images.append(image)
-            yield from failed
-            if images:
-                yield from _written(pipeline, readable, images, options, keywords)
+    for start in range(0, len(paths), batch_size):
+        readable, images, failed = [], [], []
+        for outcome, image in in_threads(lambda path: _read(pipeline, path),
+                                         paths[start:start + batch_size]):
+            if image is None:
+                failed.append(outcome)
+            else:
+                readable.append(outcome)
+                images.append(image)
+        yield from failed
+        if images:
+            yield from _written(pipeline, readable, images, options, keywords)
 
 
 def _read(pipeline: Pipeline, path: str) -> tuple[Outcome, object]:

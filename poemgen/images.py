@@ -17,8 +17,9 @@ import io
 import os
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Callable, Iterator, TypeVar, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -89,6 +90,19 @@ class DecodeBudget:
             with self._changed:
                 self._in_use -= pixels
                 self._changed.notify_all()
+
+
+_In, _Out = TypeVar("_In"), TypeVar("_Out")
+
+
+def in_threads(work: Callable[[_In], _Out], items: list[_In]) -> list[_Out]:
+    """`work` on every item, in worker threads (Pillow's decoding and resizing release the
+    GIL, so a batch's photos are handled side by side); results in order, and the first item
+    that fails raises, as one at a time would."""
+    if len(items) < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(work, items))
 
 
 def describe_source(source: object) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from poemgen.errors import PoemgenError
+from poemgen.images import in_threads
 from poemgen.models import check_local, fingerprint, load_error, poemgen_home
 from poemgen.options import Selection
 
@@ -178,12 +178,8 @@ class KeywordScorer:
         return pixels["pixel_values"][0]
 
     def prepare_all(self, images: list[Image.Image]) -> list[torch.Tensor]:
-        """`prepare` for many photos at once, in worker threads (PIL's resizing releases the
-        GIL, so a batch's photos are resized side by side)."""
-        if len(images) < 2:
-            return [self.prepare(image) for image in images]
-        with ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
-            return list(pool.map(self.prepare, images))
+        """`prepare` for many photos at once, in worker threads (`images.in_threads`)."""
+        return in_threads(self.prepare, images)
 
     def normalize(self, pixels: list[torch.Tensor]) -> torch.Tensor:
         """Prepared photos as one batch on the device, rescaled and normalised there, in the

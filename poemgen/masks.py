@@ -80,8 +80,8 @@ class TokenTable:
         # too), so "tokens with any of these characters" is a slice per character, not a gather.
         pairs = torch.unique(char_ids * vocab_size + torch.arange(vocab_size).unsqueeze(1))
         self._holders = pairs % vocab_size
-        per_char = torch.bincount(pairs // vocab_size, minlength=pad + 1)
-        self._starts = [0] + per_char.cumsum(0).tolist()
+        self._per_char = torch.bincount(pairs // vocab_size, minlength=pad + 1)
+        self._starts = [0] + self._per_char.cumsum(0).tolist()
         self._on: dict[str, TokenTensors] = {}
         self.alone: dict[int, list[int]] = {}  # character → the tokens that are it alone
         singles = self.single.nonzero().flatten()
@@ -308,10 +308,9 @@ class TokenTensors:
                                  for remaining in range(MAX_TOKEN_CHARS + 1)])
         self.repeats = widen(table.repeats, False)
         self.doubles = widen(table.doubles, False)
-        pairs = torch.unique(table.char_ids * vocab + torch.arange(vocab).unsqueeze(1))
-        per_char = torch.bincount(pairs // vocab, minlength=self.pad + 1)
+        per_char = table._per_char.clone()  # the table's inverted index of characters
         per_char[self.pad] = 0  # the padding is no character: nothing holds it
-        self.holders = (pairs % vocab).to(device)
+        self.holders = table._holders.to(device)
         self.holder_count = per_char.to(device)
         self.holder_start = (per_char.cumsum(0) - per_char).to(device)
         singles = table.single.nonzero().flatten()

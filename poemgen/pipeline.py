@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ import torch
 
 from poemgen import rerank
 from poemgen.errors import PoemgenError
-from poemgen.images import DEFAULT_MAX_PIXELS, DecodeBudget, ImageSource, load_image
+from poemgen.images import DEFAULT_MAX_PIXELS, DecodeBudget, ImageSource, in_threads, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
 from poemgen.models import resolve_clip
 from poemgen.options import OptionsError, PoemOptions, check_keywords, with_overrides
@@ -84,12 +83,8 @@ class Pipeline:
         return load_image(image, name=name, max_pixels=max_pixels, min_side=side, budget=budget)
 
     def load_photos(self, images: list[ImageSource]) -> list:
-        """`load_photo` for many photos, decoded in worker threads (Pillow's decoders release
-        the GIL); the first photo that fails raises, as one at a time would."""
-        if len(images) < 2:
-            return [self.load_photo(image) for image in images]
-        with ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
-            return list(pool.map(self.load_photo, images))
+        """`load_photo` for many photos, decoded in worker threads (`images.in_threads`)."""
+        return in_threads(self.load_photo, images)
 
     def keywords(self, image: ImageSource, options: PoemOptions | None = None,
                  **overrides) -> list[Keyword]:
