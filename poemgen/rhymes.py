@@ -1,7 +1,8 @@
 """Rhyme systems: each character's tones (平/仄) and rhyme groups under 中华新韵 (`xinyun`, modern
-readings from pypinyin, needs no data) or 平水韵 (`pingshui`, the THU-CRRD tables, read from a
-folder by path). Polyphonic characters count as any of their readings; characters a system does
-not know are read through their standard forms (`poemgen.variants`). Pure Python."""
+readings: pypinyin's, with only the readings in common use of polyphonic characters, from
+`readings.tsv`; needs no data) or 平水韵 (`pingshui`, the THU-CRRD tables, read from a folder by
+path). A polyphonic character counts as any of its readings that the system keeps; characters a
+system does not know are read through their standard forms (`poemgen.variants`). Pure Python."""
 
 from __future__ import annotations
 
@@ -80,15 +81,29 @@ _FINAL_GROUP = {final: group for group, finals in _XINYUN_FINALS.items()
 _APICAL_INITIALS = frozenset("zh ch sh r z c s".split())
 
 
+@functools.lru_cache(maxsize=1)
+def common_readings() -> dict[str, tuple[str, ...]]:
+    """The readings in common use of each polyphonic character (`readings.tsv`, built by
+    data/readings.py): 不 is bù, not also fǒu; 长 is both zhǎng and cháng."""
+    from importlib import resources
+
+    text = resources.files("poemgen").joinpath("readings.tsv").read_text(encoding="utf-8")
+    rows = (line.split("\t") for line in text.splitlines() if line and not line.startswith("#"))
+    return {char: tuple(readings.split()) for char, readings in rows}
+
+
 @functools.lru_cache(maxsize=None)
 def _xinyun_reading(char: str) -> Reading:
     # pypinyin's dictionaries take ~0.1 s to import; only pay that when a poem is checked.
     from pypinyin import Style, pinyin
     from pypinyin.style import convert
 
-    readings = pinyin(char, style=Style.TONE, heteronym=True, errors="ignore")
+    readings = common_readings().get(char)
+    if readings is None:  # one reading, or a character pypinyin does not know
+        found = pinyin(char, style=Style.TONE, heteronym=True, errors="ignore")
+        readings = found[0] if found else ()
     tones, groups, neutral = set(), set(), False
-    for reading in readings[0] if readings else ():
+    for reading in readings:
         number = convert(reading, Style.TONE3, strict=True)[-1:]
         if number in ("1", "2"):
             tones.add(PING)
@@ -119,6 +134,14 @@ _LEVEL_NAMES = ("一东 二冬 三江 四支 五微 六鱼 七虞 八齐 九佳 
 _LOWER_NAMES = ("一先 二萧 三肴 四豪 五歌 六麻 七阳 八庚 九青 十蒸 十一尤 十二侵 十三覃 十四盐 "
                 "十五咸").split()
 PINGSHUI_LEVEL_GROUPS = tuple([f"上平{n}" for n in _LEVEL_NAMES] + [f"下平{n}" for n in _LOWER_NAMES])
+
+
+# A 两读 must be a real classical double reading. CRRD lists 2,263 characters in both a level
+# and an oblique group; couyun's hanzi_class.py (MIT; an independent 平水韵 table of 36,890
+# characters) confirms 2,226 of them. The 37 it reads with one tone only are slips of CRRD's
+# (花 filed under a 上声 group, 清 under a 去声 one …), and are read with that one tone.
+_NOT_TWO_READINGS = {PING: "㠶䀋䜛䭾亁寧扠淸清癥花莵觕飇𤕭𦕒",
+                     ZE: "㢧㦨㯇㴩㸄䥖䨅䱆刱剙劃據樣瀋種籲醼骯𠊧𢜫𥫱"}
 
 
 def _read_crrd(folder: Path) -> RhymeSystem:
@@ -171,6 +194,10 @@ def _read_crrd(folder: Path) -> RhymeSystem:
         del level[char]
     if "一" not in level and "一" not in oblique and "七" in oblique:
         oblique["一"] = set(oblique["七"])
+    for char in _NOT_TWO_READINGS[PING]:
+        oblique.pop(char, None)
+    for char in _NOT_TWO_READINGS[ZE]:
+        level.pop(char, None)
 
     table = {}
     for char in level.keys() | oblique.keys():

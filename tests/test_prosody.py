@@ -24,7 +24,8 @@ try:
 except ImportError:  # only the property test needs it
     st = None
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
 CRRD = DATA / "crrd"
 CCPC_TEST = DATA / "ccpc" / "ccpc_test_v1.0.json"
 
@@ -39,6 +40,16 @@ def pingshui():
     return load_system("pingshui", CRRD)
 
 
+@needs_crrd
+def test_pingshui_two_readings_are_real_ones():
+    """CRRD's 两读 that an independent 平水韵 table does not confirm are slips: 花 and 清 are 平
+    only; 看 and 思 are read both ways in classical verse."""
+    system = pingshui()
+    assert system.tones("花") == {PING} and system.groups("花") == {"下平六麻"}
+    assert system.tones("清") == {PING}
+    assert system.tones("看") == {PING, ZE} and system.tones("思") == {PING, ZE}
+
+
 # --- 中华新韵 ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("char, group", [
@@ -50,15 +61,45 @@ def test_xinyun_groups(char, group):
     assert group in load_system("xinyun").groups(char)
 
 
+def test_xinyun_reads_characters_as_they_are_said_today():
+    """Only the readings in common use (readings.tsv): a rhyme or a tone that holds through a
+    dictionary's rare reading does not hold for a reader."""
+    xinyun = load_system("xinyun")
+    assert xinyun.groups("不") == {"十四姑"}  # bù (bú before a 4th tone), never fǒu
+    assert xinyun.tones("年") == {PING}  # nián, not nìng
+    assert xinyun.groups("休") == {"七尤"} and xinyun.groups("台") == {"四开"}  # not xù, yí, sì
+    assert xinyun.tones("看") == {ZE}  # kàn; kān (看守) is too rare
+    assert xinyun.tones("一") == {PING, ZE}  # yī, and yì as said in 更上一层楼
+    assert xinyun.groups("还") == {"四开", "八寒"}  # hái, and huán of 归还, 还乡
+    assert xinyun.tones("为") == {PING, ZE} and xinyun.tones("重") == {PING, ZE}  # both in use
+    assert not xinyun.groups("衣") & xinyun.groups("飞")  # yī and fēi do not rhyme
+
+
+@pytest.mark.slow
+def test_the_readings_table_is_what_its_builder_makes(tmp_path):
+    """readings.tsv is generated, never edited: rebuilt from the installed pypinyin and jieba,
+    it comes out the same."""
+    import subprocess
+    import sys
+    from importlib import resources
+
+    out = tmp_path / "readings.tsv"
+    subprocess.run([sys.executable, str(ROOT / "data" / "readings.py"), "--out", str(out)],
+                   check=True, capture_output=True)
+    shipped = resources.files("poemgen").joinpath("readings.tsv").read_text(encoding="utf-8")
+    assert out.read_text(encoding="utf-8") == shipped
+
+
 def test_xinyun_tones_and_polyphony():
     xinyun = load_system("xinyun")
     assert xinyun.name == "xinyun" and len(xinyun.group_names) == 14
     assert xinyun.tones("花") == {PING} and xinyun.groups("花") == {"一麻"}
     assert xinyun.tones("人") == {PING} and xinyun.tones("月") == {ZE} and xinyun.tones("雪") == {ZE}
     assert xinyun.groups("诗") == {"十三支"} and xinyun.groups("西") == {"十二齐"}  # apical -i apart
-    assert xinyun.tones("行") == {PING, ZE}  # xíng háng héng xìng hàng: counts as either
-    assert {"十唐", "十一庚"} <= xinyun.groups("行")
-    assert xinyun.tones("的") == {PING, ZE}  # de (neutral) does not add 仄: dí and dì decide
+    assert xinyun.tones("长") == {PING, ZE}  # cháng and zhǎng, both in common use
+    assert xinyun.tones("行") == {PING}  # xíng and háng are in use; héng xìng hàng are not
+    assert xinyun.groups("行") == {"十唐", "十一庚"}
+    assert xinyun.tones("的") == {ZE}  # de (neutral) is the reading in use: counts as 仄
     assert xinyun.tones("咗") == {ZE}  # a character read only in the neutral tone counts as 仄
     assert xinyun.tones("a") == frozenset() and xinyun.groups("。") == frozenset()
     assert load_system("xinyun") is xinyun
@@ -490,11 +531,12 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
     """Measured on the 9,976 quatrains of ccpc_test_v1.0.json (45 hold a □ for a lost character):
 
     | system   | lines 2 and 4 share a group | rhyme_ok | tones_ok (loose) |
-    | pingshui | 92.9 %                      | 92.6 %   | 68.6 %           |
-    | xinyun   | 86.2 %                      | 85.8 %   | 43.2 %           |
+    | pingshui | 92.9 %                      | 92.6 %   | 68.4 %           |
+    | xinyun   | 83.4 %                      | 83.0 %   | 24.2 %           |
 
-    (tones_ok was 69.3 and 47.5 % before 三平尾 failed under loose.) The floors sit 2-3 points
-    below. 平水韵 is the system these poems were written in, so it
+    (tones_ok was 69.3 and 47.5 % before 三平尾 failed under loose; 新韵 was 86.2 / 85.8 /
+    43.2 % while a character counted as any reading a dictionary lists, rare ones too, before
+    readings.tsv.) The floors sit 2-3 points below. 平水韵 is the system these poems were written in, so it
     must beat 中华新韵 (modern readings split old rhymes, and 入声 characters read 平 today break
     the tones); that neither reaches 100 % is real: 古绝, 仄 rhymes, 邻韵 and gaps in the tables.
     """
@@ -510,8 +552,8 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
               f"rhyme_ok {figures[name][1]:.1%}, tones_ok (loose) {figures[name][2]:.1%} of {n}")
     assert n == 9976
     assert figures["pingshui"][0] >= 0.90 and figures["pingshui"][1] >= 0.90
-    assert figures["xinyun"][0] >= 0.83 and figures["xinyun"][1] >= 0.83
-    assert figures["pingshui"][2] >= 0.66 and figures["xinyun"][2] >= 0.41
+    assert figures["xinyun"][0] >= 0.81 and figures["xinyun"][1] >= 0.81
+    assert figures["pingshui"][2] >= 0.66 and figures["xinyun"][2] >= 0.22
     assert figures["pingshui"][0] > figures["xinyun"][0] + 0.03
     assert figures["pingshui"][2] > figures["xinyun"][2] + 0.1
 
