@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("train_t5", ROOT / "train" / "t5.py")
 t5 = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(t5)
+spec = importlib.util.spec_from_file_location("train_export", ROOT / "train" / "export.py")
+export = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(export)
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +275,58 @@ def test_a_checkpoint_exports_as_a_16_bit_poet(scratch_config, tmp_path):
     assert len(verse.lines) == 4
 
 
+def test_export_writes_only_what_defines_the_poet_and_loads_as_the_run(scratch_config, tmp_path):
+    """The run's transformers-written config.json and tokenizer_config.json carry run noise;
+    the exported ones do not, and load into the same model (float16 weights) and tokenizer."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    data = write_all_forms(tmp_path / "data", 8)
+    (data / "manifest.json").write_text(json.dumps(
+        {"options": {"source": "/corpora/chinese-poetry", "holdout": 4, "seed": 0,
+                     "corpus": "chinese-poetry", "exclude": {"ccpc_test_v1.0.json": "0" * 64}},
+         "counts": {"train": 8, "valid": 4}, "licence": "MIT"}), encoding="utf-8")
+    config = json.loads(scratch_config.read_text(encoding="utf-8"))
+    config["tie_word_embeddings"] = False  # saved as scale_decoder_outputs: false, which counts
+    scratch_config.write_text(json.dumps(config), encoding="utf-8")
+    run, out = tmp_path / "run", tmp_path / "poet"
+    assert scratch(scratch_config, data, run, "--max-steps", 2, "--batch-size", 4) == 0
+    assert "is_local" in json.loads((run / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (run / "generation_config.json").write_text("{}")  # written by the run; never exported
+    assert export.main([str(run), str(out), "--training", "2 steps"]) == 0
+
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    noise = {"architectures", "dtype", "transformers_version", "use_cache", "is_local"}
+    assert noise.isdisjoint(config) and config["scale_decoder_outputs"] is False
+    loaded = {name: T5Config.from_pretrained(name).to_dict() for name in (run, out)}
+    for settings in loaded.values():
+        del settings["architectures"], settings["dtype"]
+    assert loaded[out] == loaded[run]
+    shipped = ROOT / "poemgen" / "poets" / "mini" / "tokenizer_config.json"
+    assert (out / "tokenizer_config.json").read_bytes() == shipped.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
+                                                     "poemgen.json", "spiece.model",
+                                                     "tokenizer_config.json"]
+
+    text = prompt.POEM.encoder_text(prompt.Form(4, 5), ["春江"], [])
+    tokenizers = [AutoTokenizer.from_pretrained(name) for name in (run, out)]
+    assert len(tokenizers[0]) == len(tokenizers[1])
+    assert tokenizers[0](text).input_ids == tokenizers[1](text).input_ids
+    models = [T5ForConditionalGeneration.from_pretrained(name, dtype=torch.float32).eval()
+              for name in (run, out)]
+    models[0].half().float()  # the run's weights as export rounds them
+    inputs = tokenizers[1]([text], return_tensors="pt")
+    with torch.no_grad():
+        logits = [m(**inputs, decoder_input_ids=torch.tensor([[0, 5, 6]])).logits for m in models]
+    assert torch.equal(logits[0], logits[1])
+
+    metadata = prompt.read_metadata(out)
+    assert metadata["data"] == ("chinese-poetry (/corpora/chinese-poetry), data/prepare.py "
+                                "--corpus chinese-poetry --holdout 4 --seed 0 "
+                                "--exclude ccpc_test_v1.0.json")
+    assert metadata["training"] == "2 steps" and metadata["dtype"] == "float16"
+    assert metadata["data_counts"] == {"train": 8, "valid": 4}
+
+
 def test_the_tokenizer_is_rebuilt_identically(scratch_config, tmp_path):
     data = write_all_forms(tmp_path / "data", 24)
     for name in ("a", "b"):
@@ -304,6 +359,56 @@ def test_from_scratch_resumes_exactly_with_form_batches(scratch_config, tmp_path
     straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
+
+
+WATCH_THE_PACKAGE = """
+import json, os, sys, importlib.util
+import poemgen
+
+package = os.path.dirname(os.path.realpath(poemgen.__file__)) + os.sep
+started, opened = [], []
+
+
+def watch(event, args):
+    if started and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.realpath(os.fsdecode(args[0]))
+        if path.startswith(package):
+            opened.append(path)
+
+
+sys.addaudithook(watch)
+spec = importlib.util.spec_from_file_location("train_t5", sys.argv[1])
+t5 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(t5)
+evaluate = t5.evaluate
+
+
+def evaluate_after_a_step(*args):
+    if not started:
+        started.append({m for m in sys.modules if m.startswith("poemgen")})
+    return evaluate(*args)
+
+
+t5.evaluate = evaluate_after_a_step
+code = t5.main(sys.argv[2:])
+modules = {m for m in sys.modules if m.startswith("poemgen")}
+print(json.dumps({"code": code, "opened": opened, "new": sorted(modules - started[0])}))
+"""
+
+
+def test_once_training_runs_the_trainer_reads_nothing_of_the_package(scratch_config, tmp_path):
+    """Editing poemgen during a run of hours cannot crash it: after the first step (evaluation,
+    sample poems, checkpoints, the saved poet) no poemgen module is imported and no file of the
+    package is opened. A fresh process, so nothing the tests imported hides a late import."""
+    data = write_all_forms(tmp_path / "data", 8)
+    argv = ["--config", scratch_config, "--data", data, "--output-dir", tmp_path / "poet",
+            "--mixed-precision", "no", "--max-steps", 2, "--batch-size", 4, "--eval-every", 1,
+            "--sample-poems", 1, "--checkpoint-every", 1]
+    result = subprocess.run([sys.executable, "-c", WATCH_THE_PACKAGE, ROOT / "train" / "t5.py",
+                             *map(str, argv)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report == {"code": 0, "opened": [], "new": []}
 
 
 def test_bad_config_is_one_line(tmp_path, capsys):

@@ -3,8 +3,10 @@
     python train/export.py RUN_DIR poemgen/poets/mini                 # the run's final poet
     python train/export.py RUN_DIR poemgen/poets/mini --checkpoint latest   # or a checkpoint's
 
-RUN_DIR is train/t5.py's --output-dir. Only what loading needs is copied (config, tokenizer,
-poemgen.json, weights as float16 safetensors), so the package stays small.
+RUN_DIR is train/t5.py's --output-dir. Only what loading needs is written, so the package stays
+small and re-exporting a poet changes only its weights and poemgen.json: config.json without what
+describes the run rather than the model, spiece.model and the few settings that load it,
+poemgen.json (the run's, with --note and --training), and the weights as float16 safetensors.
 """
 
 from __future__ import annotations
@@ -19,7 +21,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # checkpoints.py besid
 
 from checkpoints import checkpoint_dirs  # noqa: E402
 
-FILES = ("generation_config.json", "config.json", "spiece.model", "tokenizer_config.json")
+NEEDED = ("config.json", "spiece.model", "tokenizer_config.json")
+# Written by transformers about the run, not the model: the library version, the float32 the run
+# trained in (the weights here are float16, which loading reads from them), the class name
+# (poemgen names T5ForConditionalGeneration itself).
+RUN_NOISE = ("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path")
+# What AutoTokenizer needs beside spiece.model (extra_ids: T5Tokenizer adds 100 <extra_id_N>
+# tokens unless told 0), in the order train/from_scratch.py writes them.
+TOKENIZER_KEYS = ("tokenizer_class", "extra_ids", "eos_token", "unk_token", "pad_token")
+# Files an earlier export wrote or a copy may have left, which loading would read beside these.
+STALE = ("generation_config.json", "tokenizer.json")
+
+
+def model_config(run: dict) -> dict:
+    """The run's config.json less RUN_NOISE, and less `use_cache` when it is the default (it
+    says how to generate, not what the model is). Every other key stays, defaults included, so
+    a later transformers with other defaults still builds the same model."""
+    kept = {k: v for k, v in run.items() if k not in RUN_NOISE}
+    if kept.get("use_cache") is True:
+        del kept["use_cache"]
+    return kept
+
+
+def tokenizer_config(run: dict) -> dict:
+    return {k: run[k] for k in TOKENIZER_KEYS if k in run}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="'latest' or a checkpoints/step-N folder: its weights "
                                         "instead of the final ones")
     p.add_argument("--note", default="", help="added to poemgen.json as `note`")
+    p.add_argument("--training", default="", help="added to poemgen.json as `training`: how the "
+                                                  "poet was trained, over all its sessions")
     args = p.parse_args(argv)
 
     import torch
@@ -40,15 +67,22 @@ def main(argv: list[str] | None = None) -> int:
         folders = checkpoint_dirs(args.run)
         folder = folders[-1] if args.checkpoint == "latest" and folders else Path(args.checkpoint)
         weights, steps = folder / "model.safetensors", int(folder.name.split("-")[1])
-    missing = [str(f) for f in [weights] + [args.run / n for n in FILES[1:]] if not f.is_file()]
+    missing = [str(f) for f in [weights] + [args.run / n for n in NEEDED] if not f.is_file()]
     if missing:
         print(f"export: error: {', '.join(missing)} missing; pass a finished train/t5.py run "
               "or --checkpoint latest", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        if (args.run / name).is_file():
-            shutil.copy(args.run / name, args.out / name)
+    for name in STALE:
+        (args.out / name).unlink(missing_ok=True)
+    # No generation_config.json: the run's is derived from config.json (`_from_model_config`),
+    # which loading does again, and poemgen passes its own GenerationConfig for every line.
+    config = model_config(json.loads((args.run / "config.json").read_text(encoding="utf-8")))
+    (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    shutil.copy(args.run / "spiece.model", args.out / "spiece.model")
+    tokenizer = tokenizer_config(json.loads((args.run / "tokenizer_config.json")
+                                            .read_text(encoding="utf-8")))
+    (args.out / "tokenizer_config.json").write_text(json.dumps(tokenizer), encoding="utf-8")
     state = {k: v.to(torch.float16) if v.is_floating_point() else v
              for k, v in load_file(weights).items()}
     save_file(state, args.out / "model.safetensors", metadata={"format": "pt"})
@@ -56,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.run / "poemgen.json").is_file() else {"prompt_format": "poem", "format_version": 1}
     if steps is not None:
         metadata["steps"] = steps
-    metadata.update(dtype="float16", **({"note": args.note} if args.note else {}))
+    metadata["dtype"] = "float16"
+    metadata.update({k: v for k, v in (("note", args.note), ("training", args.training)) if v})
     (args.out / "poemgen.json").write_text(json.dumps(metadata, ensure_ascii=False, indent=2) + "\n",
                                            encoding="utf-8")
     size = sum(f.stat().st_size for f in args.out.iterdir())

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,9 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the modules beside t
 from checkpoints import STATE_FILE, checkpoint_dirs, find_resume_point, save_checkpoint  # noqa: E402
 from from_scratch import build_char_tokenizer, new_model  # noqa: E402
 
+# Everything the run uses from poemgen is imported before it starts (poemgen.poet, which needs
+# torch, at the start of train()): a run of hours must not import a package being edited meanwhile.
 from poemgen import prompt  # noqa: E402
 from poemgen.errors import PoemgenError  # noqa: E402
-from poemgen.models import default_poet_folder, poemgen_home  # noqa: E402
+from poemgen.models import check_local, default_poet_folder, load_error, poemgen_home  # noqa: E402
+from poemgen.options import PoemOptions  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -197,15 +201,29 @@ def choose_format(args):
     return prompt.get_format((metadata or {}).get("prompt_format", "lines"))
 
 
-def run_metadata(args) -> dict:
-    """What made the poet, for its poemgen.json: base or config, data manifest, commit."""
-    import subprocess
+def describe_data(manifest: dict) -> str:
+    """One line for poemgen.json, so a shipped poet says what it read without the data folder:
+    the corpus, its source and the data/prepare.py options that chose the poems (the manifest
+    beside the data keeps the files' hashes)."""
+    options = manifest.get("options", {})
+    corpus = options.get("corpus", "ccpc")
+    flags = [f"--corpus {corpus}"] + [f"--{k.replace('_', '-')} {v}" for k, v in options.items()
+                                      if k not in ("corpus", "source", "exclude") and v is not None]
+    if options.get("exclude"):
+        flags.append("--exclude " + " ".join(options["exclude"]))
+    source = options.get("source", "source unknown")
+    return f"{corpus} ({source}), data/prepare.py {' '.join(flags)}"
 
-    found = {"base_model": str(args.config) if args.config else args.model}
+
+def run_metadata(args) -> dict:
+    """What made the poet, for its poemgen.json: data, base or config, counts, commit. Read when
+    the run starts, so the commit is that of the code that trained."""
+    found = {"data": str(args.data), "base_model": str(args.config) if args.config else args.model}
     manifest = Path(args.data) / "manifest.json"
     if manifest.is_file():
         data = json.loads(manifest.read_text(encoding="utf-8"))
-        found.update(data_counts=data.get("counts"), licence=data.get("licence", "see the data"))
+        found.update(data=describe_data(data), data_counts=data.get("counts"),
+                     licence=data.get("licence", "see the data"))
     try:
         found["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
                                          text=True, cwd=Path(__file__).parent, check=True
@@ -244,11 +262,9 @@ def evaluate(accelerator, model, dataloader) -> tuple[float, float]:
     return mean, math.exp(min(mean, 50))
 
 
-def sample_poems(accelerator, model, tokenizer, chosen, poems, count: int) -> list[str]:
-    from poemgen.options import PoemOptions
-    from poemgen.poet import Poet
-
-    poet = Poet(accelerator.unwrap_model(model), tokenizer, chosen, accelerator.device)
+def sample_poems(poet, model, poems, count: int) -> list[str]:
+    """Poems written greedily with no rules, to show the model as it is. `poet` wraps the
+    unwrapped `model` and is built before training, with all it imports."""
     model.eval()
     shown = []
     for poem in poems.select(range(min(count, len(poems)))):
@@ -276,7 +292,7 @@ def train(args: argparse.Namespace) -> None:
                               get_scheduler)
     from transformers.utils import logging as hf_logging
 
-    from poemgen.models import check_local, load_error
+    from poemgen.poet import Poet
 
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
@@ -294,6 +310,7 @@ def train(args: argparse.Namespace) -> None:
                            "continue, or choose another --output-dir")
 
     poems = load_poems(Path(args.data), args)
+    made_by = run_metadata(args)
     chosen = choose_format(args)
     if args.config:  # from scratch: the tokenizer from the data (kept in the output folder)
         if not args.config.is_file():
@@ -317,8 +334,7 @@ def train(args: argparse.Namespace) -> None:
                                f"({' '.join(str(e).split())[:160]})") from None
         if accelerator.is_main_process:  # with the tokenizer: a checkpoint can be exported
             model.config.save_pretrained(output_dir)
-            prompt.write_metadata(output_dir, chosen, steps=0, data=str(args.data),
-                                  **run_metadata(args))
+            prompt.write_metadata(output_dir, chosen, steps=0, **made_by)
     else:
         check_local("base model", args.model)
         try:
@@ -377,6 +393,8 @@ def train(args: argparse.Namespace) -> None:
                               num_training_steps=max_steps * accelerator.num_processes)
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler)
+    poet = (Poet(accelerator.unwrap_model(model), tokenizer, chosen, accelerator.device)
+            if accelerator.is_main_process and args.sample_poems else None)
 
     if args.report_to != "none":
         accelerator.init_trackers("poemgen-t5", config={k: v for k, v in vars(args).items()
@@ -445,10 +463,9 @@ def train(args: argparse.Namespace) -> None:
                                   f"valid loss {eval_loss:.4f}, perplexity {perplexity:.2f}")
                 accelerator.log({"valid/loss": eval_loss, "valid/perplexity": perplexity},
                                 step=completed_steps)
-                if accelerator.is_main_process and args.sample_poems:
+                if poet is not None:
                     with untouched_rng(accelerator):
-                        shown = sample_poems(accelerator, model, tokenizer, chosen,
-                                             poems["valid"], args.sample_poems)
+                        shown = sample_poems(poet, model, poems["valid"], args.sample_poems)
                     for line in shown:
                         accelerator.print("  " + line)
             if completed_steps % args.checkpoint_every == 0 or completed_steps == max_steps:
@@ -472,8 +489,7 @@ def train(args: argparse.Namespace) -> None:
         output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(output_dir)
-        prompt.write_metadata(output_dir, chosen, steps=completed_steps, data=str(args.data),
-                              **run_metadata(args))
+        prompt.write_metadata(output_dir, chosen, steps=completed_steps, **made_by)
         accelerator.print(f"poet saved to {output_dir}; try: poemgen photo.jpg --poet {output_dir}")
     accelerator.end_training()
 
