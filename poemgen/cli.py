@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write in the style of a poet, e.g. 李白 (title-format poets)")
     writing.add_argument("--candidates", type=positive_int, default=1, metavar="N",
                          help="write N poems per image and keep the best (see README)")
+    writing.add_argument("--line-candidates", type=positive_int, default=1, metavar="N",
+                         help="sample N candidates for each line and keep the one the poet "
+                              "finds likeliest (see README)")
+    writing.add_argument("--polish", type=int, default=0, metavar="ROUNDS",
+                         help="rewrite the poem's least likely line, keeping the change if the "
+                              "poet finds the poem likelier; ROUNDS times (default 0)")
     writing.add_argument("--seed", type=int, help="seed for reproducible poems")
     writing.add_argument("--temperature", type=float, default=0.9,
                          help="sampling temperature; 0 decodes greedily (default 0.9)")

@@ -42,6 +42,7 @@ RHYMES = ("xinyun", "pingshui", "none")
 FORM_NAMES = {"wujue": (4, 5), "qijue": (4, 7), "wulv": (8, 5), "qilv": (8, 7)}  # (lines, chars)
 TONES = ("strict", "loose", "none")
 MAX_CANDIDATES = 64
+MAX_POLISH = 8  # a round per line of a 律诗 at most
 # Below this the tempered scores overflow float32 (logits / 1e-40 is inf, and then NaN); above
 # it, sampling is already as good as uniform over what the rules allow.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
@@ -72,7 +73,7 @@ def split_words(text: str, what: str = "keywords") -> list[str]:
 # The options as the CLI's flags and the HTTP API's fields name them (see `from_flags`)
 FLAGS = ("form", "lines", "chars", "allow_repeats", "categories", "topk", "seed", "temperature",
          "top_p", "hint", "imitate", "rhyme", "tones", "rhyme_group", "acrostic", "reduplication",
-         "candidates", "per_category", "diversity", "emotions", "given")
+         "candidates", "line_candidates", "polish", "per_category", "diversity", "emotions", "given")
 
 
 def from_flags(form: str | None, lines: int | None, chars: int | None, allow_repeats: bool,
@@ -194,6 +195,8 @@ class PoemOptions:
     no_repeat: bool = True     # never use a character twice in a poem
     reduplication: bool = False  # but allow doubled characters such as 萋萋
     candidates: int = 1        # poems to write per image; the best by `poemgen.rerank` is kept
+    line_candidates: int = 1   # lines sampled for each line; the poet's likeliest is kept
+    polish: int = 0            # rounds of rewriting the least likely line (kept if better)
     categories: tuple[str, ...] = ()  # keyword categories to choose from; empty: all
     per_category: int = 2      # at most this many keywords from one category
     diversity: float = 0.3     # keyword choice: weight against near-synonyms (0 to 1)
@@ -232,6 +235,13 @@ class PoemOptions:
                                f"but the poem has {self.lines} lines; give one per line")
         if not 1 <= self.candidates <= MAX_CANDIDATES:
             raise OptionsError(f"candidates must be 1 to {MAX_CANDIDATES}, got {self.candidates}")
+        if not 1 <= self.line_candidates <= MAX_CANDIDATES:
+            raise OptionsError(f"line_candidates must be 1 to {MAX_CANDIDATES}, "
+                               f"got {self.line_candidates}")
+        if self.line_candidates > 1 and self.temperature == 0:
+            raise OptionsError("several line candidates need sampling: set temperature above 0")
+        if not 0 <= self.polish <= MAX_POLISH:
+            raise OptionsError(f"polish must be 0 to {MAX_POLISH} rounds, got {self.polish}")
         if self.per_category < 1 or not 0 <= self.diversity <= 1:
             raise OptionsError("per_category must be at least 1 and diversity in [0, 1]")
         if self.candidates > 1 and self.temperature == 0:

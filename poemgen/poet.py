@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 
 import torch
@@ -93,7 +93,8 @@ class Poet:
                 prefixes = [self.tokenizer(self.format.decoder_prefix(verse.lines),
                                            add_special_tokens=False).input_ids
                             if verse.lines else [] for verse in verses]
-                written = self.generate_lines(texts, prefixes, plan, line, states, options, seeds)
+                written = self.search_lines(texts, prefixes, plan, line, states, options,
+                                            seeds)
             for verse, state, (text, logprob, tokens) in zip(verses, states, written):
                 verse.lines.append(text)
                 verse.logprob += logprob
@@ -101,8 +102,38 @@ class Poet:
                 update_state(plan, state, line, text)
         for verse, state in zip(verses, states):
             verse.notes = state.notes
+        if options.polish:
+            self.polish(rows, verses, options, seeds)
         n = options.candidates
         return [verses[i:i + n] for i in range(0, len(verses), n)]
+
+    def polish(self, keywords: list[list[str]], verses: list["Verse"], options: PoemOptions,
+               seeds: list[int]) -> None:
+        """Rewrite each poem's least likely written line, the others kept (the lock-and-rewrite
+        path, so every rule still holds), and keep the new poem when the poet finds it likelier
+        as a whole: the lines after the rewritten one were written after the old one, so the
+        whole poem is scored again (Deng et al., AAAI 2020, polish drafts this way). Each of
+        `options.polish` rounds tries the next least likely line not yet tried."""
+        free = [i for i in range(options.lines) if options.given_line(i) is None]
+        scores = self.score_lines(keywords, [verse.lines for verse in verses])
+        tried: list[set[int]] = [set() for _ in verses]
+        for round_ in range(options.polish):
+            for row, verse in enumerate(verses):
+                left = [i for i in free if i not in tried[row]]
+                if not left:
+                    continue
+                worst = min(left, key=lambda i: _mean(scores[row][i]))
+                tried[row].add(worst)
+                again = replace(options, candidates=1, polish=0,
+                                seed=row_seed(seeds[row], "polish", round_),
+                                given=tuple(None if i == worst else line
+                                            for i, line in enumerate(verse.lines)))
+                ((new,),) = self.write([keywords[row]], again)
+                (new_scores,) = self.score_lines([keywords[row]], [new.lines])
+                if _mean(*[new_scores[i] for i in free]) > _mean(*[scores[row][i] for i in free]):
+                    verse.lines, verse.notes, scores[row] = new.lines, new.notes, new_scores
+                    verse.logprob = sum(sum(new_scores[i]) for i in free)
+                    verse.tokens = sum(len(new_scores[i]) for i in free)
 
     def _check_given(self, given: tuple[str | None, ...]) -> None:
         """Given lines must be made of characters this poet has tokens for, or it could not
@@ -144,6 +175,32 @@ class Poet:
             raise PoemgenError(f"acrostic character(s) {''.join(missing)} are not in poet "
                                f"'{self.name}''s vocabulary; choose others")
         return plan
+
+    def search_lines(self, texts: list[str], prefixes: list[list[int]], plan: VersePlan,
+                     line: int, states: list[PoemState], options: PoemOptions,
+                     seeds: list[int]) -> list[tuple[str, float, int]]:
+        """One line per encoder text, the likeliest of `options.line_candidates` sampled in one
+        batch: the poet's mean log-probability per token (from its raw logits, before the
+        rules' masks) is lowest where the rules forced a character it did not want, such as a
+        rhyme word bent into the line, so such lines lose to ones that reach the rhyme freely.
+        Candidate 0 of a row samples as a single draw would; each keeps its own rule state, so
+        a rejected candidate's relaxation notes are dropped with it."""
+        n = options.line_candidates
+        if n == 1:
+            return self.generate_lines(texts, prefixes, plan, line, states, options, seeds)
+        tried = [replace(state, notes=[]) for state in states for _ in range(n)]
+        found = self.generate_lines(
+            [text for text in texts for _ in range(n)],
+            [prefix for prefix in prefixes for _ in range(n)], plan, line, tried, options,
+            [seed if j == 0 else row_seed(seed, "line candidate", j)
+             for seed in seeds for j in range(n)])
+        chosen = []
+        for row, state in enumerate(states):
+            scores = [found[i][1] / max(found[i][2], 1) for i in range(row * n, row * n + n)]
+            best = row * n + max(range(n), key=scores.__getitem__)
+            state.notes.extend(tried[best].notes)
+            chosen.append(found[best])
+        return chosen
 
     def generate_lines(self, texts: list[str], prefixes: list[list[int]], plan: VersePlan,
                        line: int, states: list[PoemState], options: PoemOptions,
@@ -193,6 +250,54 @@ class Poet:
         counted = self.table.chars.to(new.device)[new.clamp(max=len(self.table.chars) - 1)] > 0
         return [(self.table.text(row.tolist()), float(lp[mask].sum()), int(mask.sum()))
                 for row, lp, mask in zip(new, chosen, counted)]
+
+
+    @torch.inference_mode()
+    def score_lines(self, keywords: list[list[str]], poems: list[list[str]],
+                    batch_size: int = 64) -> list[list[list[float]]]:
+        """How likely the poet finds each character of given poems, read as it writes them:
+        line i after the prompt and lines 1 … i-1, from its raw logits (no rules). Returns,
+        per poem and line, the log-probability of each token that spells the line's
+        characters (one per character for a character poet). Measures what generation
+        cannot show, such as how forced a human poem's rhyme words would be for this poet."""
+        jobs = [(p, i) for p, lines in enumerate(poems) for i in range(len(lines))]
+        result: list[list[list[float]]] = [[[] for _ in lines] for lines in poems]
+        start_id = self.model.config.decoder_start_token_id
+        for begin in range(0, len(jobs), batch_size):
+            chunk = jobs[begin:begin + batch_size]
+            texts, decoder, spans = [], [], []
+            for p, i in chunk:
+                lines = poems[p]
+                form = prompt.Form(len(lines), len(lines[0]))
+                texts.append(self.format.encoder_text(form, keywords[p], lines[:i]))
+                prefix = self.format.decoder_prefix(lines[:i])
+                before = self.tokenizer(prefix, add_special_tokens=False).input_ids if prefix else []
+                both = self.tokenizer(prefix + lines[i], add_special_tokens=False).input_ids
+                line = both[len(before):] if both[:len(before)] == before else \
+                    self.tokenizer(lines[i], add_special_tokens=False).input_ids  # as written
+                decoder.append([start_id] + before + line)
+                spans.append((1 + len(before), len(line)))
+            inputs = self.tokenizer(texts, padding=True, truncation=True, max_length=512,
+                                    return_tensors="pt").to(self.device)
+            width = max(len(ids) for ids in decoder)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([row + [pad] * (width - len(row)) for row in decoder],
+                               device=self.device)
+            logits = self.model(**inputs, decoder_input_ids=ids).logits.float()
+            logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(
+                2, ids[:, 1:].unsqueeze(2)).squeeze(2)
+            for row, ((p, i), (first, count)) in enumerate(zip(chunk, spans)):
+                tokens = ids[row, first:first + count].tolist()
+                values = logprobs[row, first - 1:first - 1 + count].tolist()
+                result[p][i] = [v for t, v in zip(tokens, values)
+                                if t < len(self.table.chars) and self.table.chars[t] > 0]
+        return result
+
+
+def _mean(*values: list[float]) -> float:
+    """The mean of all the numbers in the lists given (a line's or several lines' scores)."""
+    flat = [v for part in values for v in part]
+    return sum(flat) / max(len(flat), 1)
 
 
 MAX_SEED = 2**64 - 1

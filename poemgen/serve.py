@@ -85,6 +85,8 @@ class PoemRequest(BaseModel):
     reduplication: bool = False
     topk: int = Field(5, ge=1, le=16)
     candidates: int = Field(1, ge=1)
+    line_candidates: int = Field(1, ge=1, le=16)
+    polish: int = Field(0, ge=0, le=8)
     hint: str = Field("", max_length=32)
     imitate: str = Field("", max_length=8)
     seed: int | None = None

@@ -55,6 +55,14 @@ def test_seed_makes_runs_reproducible(tiny, photo, capsys):
     assert run(capsys, *argv)[1] == run(capsys, *argv)[1]
 
 
+def test_line_candidates_from_the_command_line(tiny, capsys):
+    argv = ["--keywords", "明月,孤舟", "--poet", tiny.poet, "--seed", 3, "--json"]
+    searched = run(capsys, *argv, "--line-candidates", 4)
+    assert searched[0] == 0 and searched[1] != run(capsys, *argv)[1]
+    code, _, err = run(capsys, *argv, "--line-candidates", 4, "--temperature", 0)
+    assert code == 1 and "need sampling" in err and "Traceback" not in err
+
+
 def test_a_seeded_photo_gets_its_poem_whatever_else_is_in_the_run(tiny, photo, tmp_path, capsys):
     other = make_photo(tmp_path / "other.png", (200, 60, 20))
     models = ["--clip", tiny.clip, "--poet", tiny.poet, "--seed", 11, "--json"]
@@ -316,8 +324,9 @@ def test_categories_choose_where_keywords_come_from(tiny, photo, capsys):
 
 # --- poemgen check as a filter --------------------------------------------------------------------
 
-DENG_GUAN_QUE_LOU = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
-REPEATING = "白日依山尽，黄河入海流。欲穷千里日，更上一层楼。"
+# 登鹳雀楼 with 九 for 一: 一 is 平 by its citation tone, so 更上一层楼 ends 三平尾 under 新韵
+DENG_GUAN_QUE_LOU = "白日依山尽，黄河入海流。欲穷千里目，更上九层楼。"
+REPEATING = "白日依山尽，黄河入海流。欲穷千里日，更上九层楼。"
 
 
 def test_check_reports_repeats_and_fails_them_only_when_asked(capsys):
@@ -337,7 +346,7 @@ def test_check_names_the_variant_a_line_uses(capsys):
 
 def test_check_reads_a_file_of_poems(tmp_path, capsys):
     poems = tmp_path / "poems.txt"
-    poems.write_text(f"{DENG_GUAN_QUE_LOU}\n\n白日依山尽，\n黄河入海天。\n欲穷千里目，\n更上一层楼。\n",
+    poems.write_text(f"{DENG_GUAN_QUE_LOU}\n\n白日依山尽，\n黄河入海天。\n欲穷千里目，\n更上九层楼。\n",
                      encoding="utf-8")
     assert main(["check", str(poems), "--json"]) == 1  # the second does not rhyme
     reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -197,7 +197,7 @@ def test_done_when_qijue_pingshui_strict_with_candidates_passes_check(tiny, phot
 
 
 def test_check_command_exit_codes(capsys):
-    assert main(["check", "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"]) == 0
+    assert main(["check", "白日依山尽，黄河入海流。欲穷千里目，更上九层楼。"]) == 0  # 一层: 三平尾 in 新韵
     capsys.readouterr()
     assert main(["check", "白日依山尽，黄河入海流。欲穷千里目，更上一层天。", "--json"]) == 1
     result = json.loads(capsys.readouterr().out)

@@ -192,3 +192,64 @@ def test_plans_are_reused_and_give_the_same_poems(tiny):
     for options in many + many[::-1]:
         poet.plan(options)
     assert len(poet.plans) == 32 and poet.plan(many[0]) is poet.plan(many[0])
+
+
+# --- line search and scoring -----------------------------------------------------------------------
+
+def mean_logprob(line_scores: list[float]) -> float:
+    return sum(line_scores) / len(line_scores)
+
+
+@pytest.fixture(scope="module")
+def mini():
+    """The shipped poet: a character poet, whose tokens spell a line one way only, so that
+    teacher-forced scores and the scores its writing recorded are of the same tokens."""
+    from poemgen.models import shipped_poet_folder
+
+    return Poet.load(str(shipped_poet_folder()), "cpu")
+
+
+def test_score_lines_reads_poems_as_the_poet_writes_them(mini):
+    """Teacher-forced scores of a written poem equal the log-probabilities its writing recorded."""
+    poet = mini
+    options = PoemOptions(lines=4, chars=7, temperature=0, rhyme="none", tones="none",
+                          no_repeat=False)
+    verses = [v[0] for v in poet.write(KEYWORDS, options)]
+    scores = poet.score_lines(KEYWORDS, [v.lines for v in verses], batch_size=5)
+    for verse, lines in zip(verses, scores):
+        assert sum(len(line) for line in lines) == verse.tokens
+        assert sum(map(sum, lines)) == pytest.approx(verse.logprob, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_line_search_keeps_the_likeliest_line_and_every_rule(mini, seed):
+    """Candidate 0 of each line is the single draw, so the first line chosen from 6 is at
+    least as likely as the single draw's; every rule holds as without the search."""
+    from poemgen.prosody import check
+
+    poet = mini
+    single = PoemOptions(chars=7, seed=seed, temperature=1.5)
+    searched = PoemOptions(chars=7, seed=seed, temperature=1.5, line_candidates=6)
+    one, six = write(poet, KEYWORDS, single), write(poet, KEYWORDS, searched)
+    first, best = poet.score_lines(KEYWORDS, one), poet.score_lines(KEYWORDS, six)
+    for a, b in zip(first, best):
+        assert mean_logprob(b[0]) >= mean_logprob(a[0]) - 1e-6
+    assert one != six
+    for poem in six:
+        result = check("，".join(poem) + "。", no_repeats=True)
+        assert result.rhyme_ok and result.tones_ok and result.repeats_ok, result.reasons
+
+
+def test_line_search_seeds_each_poem_on_its_own(poet):
+    options = PoemOptions(seed=5, line_candidates=4, candidates=2)
+    alone = poet.write([KEYWORDS[1]], options)[0]
+    among = poet.write(KEYWORDS, options)[1]
+    assert [v.lines for v in alone] == [v.lines for v in among]
+
+
+@pytest.mark.parametrize("bad,message", [(dict(line_candidates=0), "line_candidates must be"),
+                                         (dict(line_candidates=65), "line_candidates must be"),
+                                         (dict(line_candidates=3, temperature=0), "need sampling")])
+def test_line_candidates_out_of_range_are_option_errors(bad, message):
+    with pytest.raises(PoemgenError, match=message):
+        PoemOptions(**bad)

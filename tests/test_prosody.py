@@ -65,11 +65,11 @@ def test_xinyun_reads_characters_as_they_are_said_today():
     """Only the readings in common use (readings.tsv): a rhyme or a tone that holds through a
     dictionary's rare reading does not hold for a reader."""
     xinyun = load_system("xinyun")
-    assert xinyun.groups("不") == {"十四姑"}  # bù (bú before a 4th tone), never fǒu
+    assert xinyun.tones("不") == {ZE} and xinyun.groups("不") == {"十四姑"}  # bù, not fǒu
     assert xinyun.tones("年") == {PING}  # nián, not nìng
     assert xinyun.groups("休") == {"七尤"} and xinyun.groups("台") == {"四开"}  # not xù, yí, sì
     assert xinyun.tones("看") == {ZE}  # kàn; kān (看守) is too rare
-    assert xinyun.tones("一") == {PING, ZE}  # yī, and yì as said in 更上一层楼
+    assert xinyun.tones("一") == {PING}  # yī: citation tones, as 中华新韵 counts them
     assert xinyun.groups("还") == {"四开", "八寒"}  # hái, and huán of 归还, 还乡
     assert xinyun.tones("为") == {PING, ZE} and xinyun.tones("重") == {PING, ZE}  # both in use
     assert not xinyun.groups("衣") & xinyun.groups("飞")  # yī and fēi do not rhyme
@@ -320,9 +320,12 @@ def test_famous_poems_under_pingshui(title):
 
 def test_famous_poems_under_xinyun():
     result = check(DENG_GUAN_QUE_LOU)
-    assert result.ok and result.rhyme_system == "xinyun" and result.rhyme_group == ["七尤"]
+    assert result.rhyme_ok and result.rhyme_system == "xinyun" and result.rhyme_group == ["七尤"]
     assert result.template == "仄起首句不入韵"
     assert [line.rhyme_char for line in result.lines] == [None, "流", None, "楼"]
+    # 一 is yī (平) by its citation tone, as 中华新韵 counts it: 更上一层楼 ends 三平尾 today
+    assert not result.tones_ok and result.reasons == [
+        "line 4 更上一层楼: 一 (char 3) should be 仄 (三平尾) (仄起首句不入韵)"]
     # 簪 is zān today: 春望 rhymes in 平水韵 but not in 中华新韵
     assert not check(FAMOUS["杜甫 春望"][0]).rhyme_ok
     assert check(FAMOUS["贺知章 回乡偶书"][0]).rhyme_group == ["四开"]  # 衰 shuāi, 来 lái
@@ -352,22 +355,22 @@ def test_broken_poems_fail_with_reasons():
     short = check("白日依山尽，黄河入海流。欲穷千里目。")
     assert not short.ok and short.form is None and "3 lines" in short.reasons[0]
     assert [line.chars for line in short.lines] == [5, 5, 5]
-    uneven = check("白日依山尽，黄河入海流水。欲穷千里目，更上一层楼。")
+    uneven = check("白日依山尽，黄河入海流水。欲穷千里目，更上九层楼。")
     assert not uneven.ok and any("5, 6, 5, 5" in reason for reason in uneven.reasons)
-    latin = check("白日依山A，黄河入海流。欲穷千里目，更上一层楼。")
+    latin = check("白日依山A，黄河入海流。欲穷千里目，更上九层楼。")
     assert not latin.ok and any("not Chinese: A" in reason for reason in latin.reasons)
     assert not check("").ok and check("").reasons == ["form: no text"]
 
-    flat = check("白日依山尽，黄河入海流。欲穷千里目，更上一层台。")  # 台 does not rhyme with 流
+    flat = check("白日依山尽，黄河入海流。欲穷千里目，更上九层台。")  # 台 does not rhyme with 流
     assert not flat.ok and not flat.rhyme_ok and flat.tones_ok and flat.rhyme_group == []
     assert [r for r in flat.reasons if r.startswith("rhyme:")] == [
         "rhyme: 流 台 share no 中华新韵 group"]
 
-    repeated = check("白日依山尽，黄河入海流。欲穷千里日，更上一层楼。", no_repeats=True)
+    repeated = check("白日依山尽，黄河入海流。欲穷千里日，更上九层楼。", no_repeats=True)
     assert repeated.rhyme_ok and repeated.tones_ok and not repeated.repeats_ok and not repeated.ok
     assert repeated.lines[2].repeats == ["日"]
     assert repeated.reasons == ["line 3 欲穷千里日 repeats 日"]
-    noted = check("白日依山尽，黄河入海流。欲穷千里日，更上一层楼。")
+    noted = check("白日依山尽，黄河入海流。欲穷千里日，更上九层楼。")
     assert noted.ok and not noted.repeats_ok and noted.reasons == []
     assert noted.notes == ["line 3 欲穷千里日 repeats 日"]
 

@@ -73,11 +73,23 @@ def test_keywords_as_json_match_the_library_with_the_same_seed(client, pipeline)
     assert [line[0] for line in response.json()["lines"]] == list("春江花月夜色山水")
 
 
+def test_line_candidates_in_the_api_write_the_librarys_poem(client, pipeline):
+    response = client.post("/v1/poems", json={"keywords": "明月,孤舟", "seed": 2,
+                                              "line_candidates": 4})
+    assert response.status_code == 200, response.text
+    expected = pipeline.write(keywords=["明月", "孤舟"], seed=2, line_candidates=4)
+    assert response.json()["lines"] == expected.lines
+    assert expected.lines != pipeline.write(keywords=["明月", "孤舟"], seed=2).lines
+
+
 @pytest.mark.parametrize("request_kwargs,status,words", [
     (dict(files={"image": ("big.jpg", b"\xff" * (2 * 2**20 + 1), "image/jpeg")}), 413, "larger"),
     (dict(files={"image": ("notes.jpg", b"just text", "image/jpeg")}), 415, "not an image"),
     (dict(files={"image": ("huge.png", None, "image/png")}), 413, "pixels"),
     (dict(data={"keywords": "明月", "candidates": "9"}), 422, "candidates"),
+    (dict(data={"keywords": "明月", "line_candidates": "17"}), 422, "line_candidates"),
+    (dict(data={"keywords": "明月", "line_candidates": "2", "temperature": "0"}), 422,
+     "sampling"),
     (dict(data={"keywords": "明月", "form": "sonnet"}), 422, "form"),
     (dict(data={"keywords": "明月", "acrostic": "春江"}), 422, "acrostic"),
     (dict(data={"keywords": "明月", "colour": "red"}), 422, "colour"),
