@@ -18,7 +18,9 @@ from pathlib import Path
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 from poemgen.models import quiet_transformers
-from poemgen.options import positive_int
+from poemgen.options import PoemOptions, positive_int
+
+DEFAULTS = PoemOptions()  # the CLI's defaults are the library's
 
 # poemgen.keywords.CLIP_DTYPES, named here so that the parser does not import torch
 CLIP_DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
@@ -80,17 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write in the style of a poet, e.g. 李白 (title-format poets)")
     writing.add_argument("--candidates", type=positive_int, default=1, metavar="N",
                          help="write N poems per image and keep the best (see README)")
-    writing.add_argument("--line-candidates", type=positive_int, default=1, metavar="N",
+    writing.add_argument("--line-candidates", type=positive_int,
+                         default=DEFAULTS.line_candidates, metavar="N",
                          help="sample N candidates for each line and keep the one the poet "
-                              "finds likeliest (see README)")
+                              f"finds likeliest (default {DEFAULTS.line_candidates}; see README)")
     writing.add_argument("--polish", type=int, default=0, metavar="ROUNDS",
                          help="rewrite the poem's least likely line, keeping the change if the "
                               "poet finds the poem likelier; ROUNDS times (default 0)")
     writing.add_argument("--seed", type=int, help="seed for reproducible poems")
-    writing.add_argument("--temperature", type=float, default=0.9,
-                         help="sampling temperature; 0 decodes greedily (default 0.9)")
-    writing.add_argument("--top-p", type=float, default=0.9,
-                         help="nucleus sampling mass (default 0.9)")
+    writing.add_argument("--temperature", type=float, default=DEFAULTS.temperature,
+                         help="sampling temperature; 0 decodes greedily, one candidate "
+                              f"a line (default {DEFAULTS.temperature})")
+    writing.add_argument("--top-p", type=float, default=DEFAULTS.top_p,
+                         help=f"nucleus sampling mass (default {DEFAULTS.top_p})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: cuda if available)")
     parser.add_argument("--clip-dtype", choices=CLIP_DTYPE_NAMES, default="auto",
                         help="CLIP's precision: auto (bfloat16 on CUDA, else float32), float32, "

@@ -14,11 +14,15 @@ poem's lines are its text split on punctuation, `|` and whitespace (`prosody.spl
 
 With `--poet`, the poet writes one poem for each of the first N (`--limit`, default 200) gold
 poems of DIR/test.jsonl (from `data/prepare.py`) or DIR/ccpc_test_v1.0.json whose shape is a
-valid form, from that poem's keywords, in its form (lines x characters), under the default
-rules (中华新韵, loose tones, no repeated characters), sampling as `poemgen` does (temperature
-0.9, top-p 0.9, `--seed`, default 0). Separately, for BLEU-2, it writes every line i of every
-gold poem given the gold lines 1 … i-1 (greedily, under the same rules, the rules' state
-folded from the gold lines), and the line is compared with gold line i.
+valid form, from that poem's keywords, in its form (lines x characters), with poemgen's
+default options (`PoemOptions()`, whatever they are when it runs: rules, temperature, top-p,
+line candidates …; `--rhyme`, `--tones`, `--allow-repeats`, `--temperature`, `--top-p` and
+`--line-candidates` override them; of several candidates it keeps the one poemgen would,
+by `poemgen.rerank` with no image), seeded by `--seed` (default 0). Separately, for BLEU-2, it
+writes every line i of every gold poem given the gold lines 1 … i-1 (greedily, under the same
+rules, the rules' state folded from the gold lines), and the line is compared with gold line
+i. Last, the poet reads both its own poems and the gold ones (`Poet.score_lines`) for the
+log-probabilities of the human poems and of the rhyme characters.
 
 The metrics (every share is over the row's poems, shown as a percentage):
 
@@ -46,6 +50,20 @@ The metrics (every share is over the row's poems, shown as a percentage):
   in the `--train` corpus; poems with a line twice).
 - **log-prob/token** (`--poet` only): the poet's mean log-probability per generated token, from
   its raw logits, so poems written under rules are scored as the poet alone would score them.
+- **log-prob/token (human)** (`--poet` only): the same poet's mean log-probability per token of
+  the gold (human) poems of the same prompts, read as it would write them
+  (`Poet.score_lines`: line i after the prompt, the poem's keywords and lines 1 … i-1; raw
+  logits, no rules; only the tokens that spell characters count, as for log-prob/token; for
+  a character poet such as mini, this reading of its own poems gives exactly their
+  log-prob/token). How natural the poet finds the human poems: a poet whose own poems score
+  far above the human ones has a narrower taste than theirs.
+- **rhyme log-prob**, **rhyme log-prob (human)** (`--poet` only): the mean log-probability,
+  under the same reading, of the rhyme characters given their line: the last character (for a
+  poet whose tokens span several characters, the last token) of each even line, 2, 4, 6 and 8,
+  the lines every form rhymes, averaged over all such lines of the row's poems (written, or
+  human); `poemgen.metrics.rhyme_logprob`. How forced the rhymes are: a rule that bends a line
+  onto a rhyme character the poet did not want there shows as a rhyme log-prob well below the
+  poet's log-prob/token, and below the human poems' under the same poet.
 - **BLEU-2** (`--poet` only): corpus BLEU over characters with n-grams up to 2 and uniform
   weights, each generated line against its one gold line: 100 · BP · sqrt(p1 · p2), where p_n
   sums over all lines the n-grams of the generated line clipped by their count in the gold line,
@@ -64,16 +82,20 @@ from dataclasses import replace
 
 from poemgen.corpus import (EvalError, Progress, Sample, gold_file, iter_poems, read_poems,
                             save_poems, training_lines, valid_shape)
-from poemgen.metrics import bleu, copy_rate, distinct, repeated_line_share, self_bleu
+from poemgen.metrics import (bleu, copy_rate, distinct, line_logprob, repeated_line_share,
+                             rhyme_logprob, self_bleu)
 
 DEFAULT_LIMIT = 200
 DEFAULT_BATCH = 32
 COLUMNS = ("source", "poems", "format", "rhyme 新韵", "tones 新韵", "rhyme 平水韵", "tones 平水韵",
            "repeats", "distinct-1", "distinct-2", "distinct-4", "self-BLEU-4", "keyword coverage",
-           "BLEU-2", "copied lines", "repeated line", "log-prob/token")
+           "BLEU-2", "copied lines", "repeated line", "log-prob/token", "log-prob/token (human)",
+           "rhyme log-prob", "rhyme log-prob (human)")
 KEYS = ("source", "poems", "format", "rhyme_xinyun", "tones_xinyun", "rhyme_pingshui",
         "tones_pingshui", "repeats", "distinct_1", "distinct_2", "distinct_4", "self_bleu_4",
-        "keyword_coverage", "bleu_2", "copied_lines", "repeated_line", "logprob")
+        "keyword_coverage", "bleu_2", "copied_lines", "repeated_line", "logprob", "logprob_human",
+        "rhyme_logprob", "rhyme_logprob_human")
+LOGPROB_KEYS = ("logprob", "logprob_human", "rhyme_logprob", "rhyme_logprob_human")
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -100,8 +122,10 @@ def jieba_cut():
 
 def score(source: str, poems: list[Sample], crrd=None, pingshui: bool = True,
           bleu_2: float | None = None, cut="jieba", training_lines: set[str] | None = None,
-          logprob: float | None = None) -> dict:
-    """One row of metrics (percentages, or None where a metric does not apply)."""
+          logprob: float | None = None, logprob_human: float | None = None,
+          rhyme_logprob: float | None = None, rhyme_logprob_human: float | None = None) -> dict:
+    """One row of metrics (percentages, or None where a metric does not apply); the
+    log-probabilities, which only a poet gives, as they are passed."""
     from poemgen.prosody import check
 
     n = len(poems)
@@ -143,7 +167,8 @@ def score(source: str, poems: list[Sample], crrd=None, pingshui: bool = True,
             "copied_lines": percent(copy_rate([p.lines for p in poems], training_lines))
             if training_lines else None,
             "repeated_line": percent(repeated_line_share([p.lines for p in poems])),
-            "logprob": logprob}
+            "logprob": logprob, "logprob_human": logprob_human, "rhyme_logprob": rhyme_logprob,
+            "rhyme_logprob_human": rhyme_logprob_human}
 
 
 # --- a poet on the gold prompts -------------------------------------------------------------
@@ -156,9 +181,19 @@ def by_form(gold: list[Sample]) -> dict[tuple[int, int], list[int]]:
     return groups
 
 
+def best_verse(verses: list, keywords: list[str]):
+    """Of several candidates for one prompt, the one poemgen keeps (`poemgen.rerank`, with no
+    image): the first of the best."""
+    from poemgen import rerank
+
+    return max(verses, key=lambda v: rerank.score(v.logprob, v.tokens, keywords,
+                                                  v.lines)["total"])
+
+
 def write_poems(poet, gold: list[Sample], options, batch_size: int = DEFAULT_BATCH,
                 progress=None) -> list:
-    """For each gold poem, the poet's `Verse` written from its keywords in its form."""
+    """For each gold poem, the poet's `Verse` written from its keywords in its form (of
+    `options.candidates`, the one poemgen keeps)."""
     verses: list = [None] * len(gold)
     for (lines, chars), indices in by_form(gold).items():
         form_options = replace(options, lines=lines, chars=chars)
@@ -166,7 +201,7 @@ def write_poems(poet, gold: list[Sample], options, batch_size: int = DEFAULT_BAT
             chunk = indices[start:start + batch_size]
             written = poet.write([gold[i].keywords for i in chunk], form_options)
             for i, candidates in zip(chunk, written):
-                verses[i] = candidates[0]
+                verses[i] = best_verse(candidates, gold[i].keywords)
             if progress:
                 progress(len(chunk))
     return verses
@@ -181,7 +216,7 @@ def write_next_lines(poet, gold: list[Sample], options, batch_size: int = DEFAUL
     from poemgen.verse_state import initial_state, update_state
     from poemgen.prompt import Form
 
-    greedy = replace(options, temperature=0.0, candidates=1)
+    greedy = replace(options, temperature=0.0, candidates=1, line_candidates=1)
     result: list[list[str]] = [[] for _ in gold]
     for (lines, chars), indices in by_form(gold).items():
         form_options = replace(greedy, lines=lines, chars=chars)
@@ -210,6 +245,32 @@ def write_next_lines(poet, gold: list[Sample], options, batch_size: int = DEFAUL
     return result
 
 
+def read_poems_by(poet, poems: list[Sample], batch_size: int = DEFAULT_BATCH,
+                  progress=None) -> list[list[list[float]]]:
+    """`Poet.score_lines` of the poems, each from its own keywords: per poem and line, the
+    log-probabilities of the tokens that spell the line."""
+    scores: list[list[list[float]]] = []
+    for start in range(0, len(poems), batch_size):
+        chunk = poems[start:start + batch_size]
+        scores += poet.score_lines([p.keywords for p in chunk], [p.lines for p in chunk],
+                                   batch_size=4 * batch_size)
+        if progress:
+            progress(len(chunk))
+    return scores
+
+
+def options_from(args: argparse.Namespace):
+    """poemgen's default options (`PoemOptions()`), with the rules and sampling given."""
+    from poemgen.options import with_overrides
+
+    given = {name: getattr(args, name) for name in ("temperature", "top_p", "line_candidates",
+                                                   "rhyme", "tones")
+             if getattr(args, name) is not None}
+    if args.allow_repeats:
+        given["no_repeat"] = False
+    return with_overrides(None, **given)
+
+
 def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str],
              train_lines: set[str] | None = None) -> tuple[dict, list[Sample]]:
     """Load the poet, write for the gold prompts, and score; also the poems written. What
@@ -218,10 +279,10 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str],
 
     from poemgen.models import quiet_transformers
     from poemgen.models import resolve_poet
-    from poemgen.options import PoemOptions
     from poemgen.pipeline import choose_device
     from poemgen.poet import Poet
 
+    options = options_from(args)  # a bad option fails before anything loads
     path = gold_file(args.data)
     limit = args.limit or DEFAULT_LIMIT
     gold, skipped = [], 0
@@ -241,13 +302,13 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str],
     quiet_transformers()
     poet = Poet.load(resolve_poet(args.poet), choose_device(args.device), args.poet_format,
                      args.crrd)
-    options = PoemOptions(temperature=args.temperature, top_p=args.top_p, rhyme=args.rhyme,
-                          tones=args.tones, no_repeat=not args.allow_repeats)
-    progress = Progress(2 * len(gold), f"{args.poet} on {path.name}")
+    progress = Progress(4 * len(gold), f"{args.poet} on {path.name}")
     torch.manual_seed(args.seed)
     verses = write_poems(poet, gold, options, args.batch_size, progress)
     written = [Sample(v.lines, g.keywords) for v, g in zip(verses, gold)]
     next_lines = write_next_lines(poet, gold, options, args.batch_size, progress)
+    own = read_poems_by(poet, written, args.batch_size, progress)
+    human = read_poems_by(poet, gold, args.batch_size, progress)
     progress.done()
     bleu_2 = bleu([line for lines in next_lines for line in lines],
                   [line for poem in gold for line in poem.lines])
@@ -258,21 +319,26 @@ def poet_row(args: argparse.Namespace, pingshui: bool, notes: list[str],
     if args.save:
         save_poems(args.save, verses, gold)
     logprob = sum(v.logprob for v in verses) / max(sum(v.tokens for v in verses), 1)
-    return score(args.poet, written, args.crrd, pingshui, bleu_2,
-                 training_lines=train_lines, logprob=logprob), written
+    return score(args.poet, written, args.crrd, pingshui, bleu_2, training_lines=train_lines,
+                 logprob=logprob, logprob_human=line_logprob(human),
+                 rhyme_logprob=rhyme_logprob(own), rhyme_logprob_human=rhyme_logprob(human)), \
+        written
 
 
 # --- command line ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from poemgen.options import positive_int
+    from poemgen.options import RHYMES, TONES, PoemOptions, positive_int
     from poemgen.prompt import FORMATS
+
+    default = PoemOptions()  # the library's defaults, whatever they are now
 
     parser = argparse.ArgumentParser(
         prog="poemgen eval",
         description="Quality metrics for poems: form, rhyme and tones (新韵 and 平水韵), repeated "
                     "characters, distinct-1/2, keyword coverage and, for a poet on the CCPC test "
-                    "prompts, line-by-line BLEU-2. One Markdown table row per input.",
+                    "prompts, line-by-line BLEU-2 and the poet's log-probabilities of its poems, "
+                    "of the human ones and of their rhymes. One Markdown table row per input.",
         epilog="Every metric is defined in poemgen/evaluate.py's docstring and the README.")
     parser.add_argument("poems", nargs="*", metavar="POEMS.jsonl",
                         help="files of poems, one JSON object a line: `poemgen --json` output, "
@@ -295,11 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "columns are left empty)")
     parser.add_argument("--seed", type=int, default=0,
                         help="with --poet: sampling seed (default 0)")
-    parser.add_argument("--temperature", type=float, default=0.9,
+    parser.add_argument("--temperature", type=float,
                         help="with --poet: sampling temperature of the poems, 0 for greedy "
-                             "(default 0.9, as poemgen); BLEU-2 lines are always greedy")
-    parser.add_argument("--top-p", type=float, default=0.9,
-                        help="with --poet: nucleus sampling mass (default 0.9)")
+                             f"(default poemgen's, {default.temperature:g}); BLEU-2 lines are "
+                             "always greedy")
+    parser.add_argument("--top-p", type=float,
+                        help=f"with --poet: nucleus sampling mass (default poemgen's, "
+                             f"{default.top_p:g})")
+    parser.add_argument("--line-candidates", type=positive_int, metavar="N",
+                        help="with --poet: sample N candidates for each line and keep the one "
+                             f"the poet finds likeliest (default poemgen's, "
+                             f"{default.line_candidates})")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH, metavar="B",
                         help=f"with --poet: poems per generate call (default {DEFAULT_BATCH})")
     parser.add_argument("--device", help="with --poet: cpu, cuda, mps … (default: cuda if "
@@ -312,9 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the training corpus (e.g. train.jsonl of data/prepare.py): adds "
                              "the share of lines copied from it verbatim")
     rules = parser.add_argument_group("rules, with --poet (default: poemgen's)")
-    rules.add_argument("--rhyme", choices=("xinyun", "pingshui", "none"), default="xinyun")
-    rules.add_argument("--tones", choices=("loose", "strict", "none"), default="loose")
-    rules.add_argument("--allow-repeats", action="store_true")
+    rules.add_argument("--rhyme", choices=RHYMES,
+                       help=f"rhyme system (default poemgen's, {default.rhyme})")
+    rules.add_argument("--tones", choices=TONES,
+                       help=f"tone template (default poemgen's, {default.tones})")
+    rules.add_argument("--allow-repeats", action="store_true",
+                       help="allow a character twice in a poem")
     return parser
 
 
@@ -338,9 +413,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.poet and not args.poems:
         build_parser().error("give POEMS files, or --poet MODEL --data DIR")
     if not args.poet:
-        given = [name for name in ("data", "save") if getattr(args, name)]
+        given = [name for name in ("data", "save", "temperature", "top_p", "line_candidates",
+                                   "rhyme", "tones", "allow_repeats")
+                 if getattr(args, name) not in (None, False)]
         if given:
-            build_parser().error(f"--{given[0]} applies with --poet only")
+            build_parser().error(f"--{given[0].replace('_', '-')} applies with --poet only")
     if args.poet and args.data is None:
         from poemgen.models import poemgen_home
 
@@ -371,12 +448,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a Markdown table: percentages with one decimal, the log-probability with two,
+    """The rows as a Markdown table: percentages with one decimal, log-probabilities with two,
     — where a metric is empty."""
     def cell(value, key: str) -> str:
         if value is None:
             return "—"
-        decimals = 2 if key == "logprob" else 1
+        decimals = 2 if key in LOGPROB_KEYS else 1
         return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(COLUMNS) + " |",

@@ -91,3 +91,24 @@ def copy_rate(poems: list[list[str]], training_lines: set[str]) -> float | None:
 def repeated_line_share(poems: list[list[str]]) -> float | None:
     """Share of poems that repeat one of their own lines."""
     return sum(len(set(p)) < len(p) for p in poems) / len(poems) if poems else None
+
+
+# --- a poet's reading of poems (from `Poet.score_lines`) ------------------------------------
+# `scores[p][i]` is the list of log-probabilities of the tokens that spell line i of poem p,
+# each read after the prompt and the lines before it, from the poet's raw logits: one per
+# character for a character poet.
+
+def rhyme_logprob(scores: list[list[list[float]]]) -> float | None:
+    """Mean log-probability of the rhyme characters given their line: the last token of each
+    even line (2, 4, 6, 8: the lines every form rhymes; the rhyme character itself for a
+    character poet), averaged over all such lines of all poems. How forced the rhymes are:
+    a rhyme word the poet would not have chosen there scores low. None when no line counts."""
+    values = [line[-1] for poem in scores for line in poem[1::2] if line]
+    return sum(values) / len(values) if values else None
+
+
+def line_logprob(scores: list[list[list[float]]]) -> float | None:
+    """Mean log-probability per token of all the lines of all poems (for poems the poet wrote
+    itself, its log-prob/token)."""
+    values = [v for poem in scores for line in poem for v in line]
+    return sum(values) / len(values) if values else None

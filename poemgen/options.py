@@ -183,7 +183,7 @@ class PoemOptions:
     topk: int = 5              # keywords per image given to the poet
     lines: int = 4             # 4 (绝句) or 8 (律诗)
     chars: int = 5             # characters per line: 5 or 7
-    temperature: float = 0.9   # sampling temperature; 0 decodes greedily
+    temperature: float = 0.7   # sampling temperature; 0 decodes greedily (chosen by blind reading)
     top_p: float = 0.9         # nucleus sampling: keep the smallest token set with this much mass
     seed: int | None = None    # 0 … 2**64-1: a poem depends only on it, its keywords and options
     hint: str = ""             # words to steer the poem: first keyword, or start of the title
@@ -195,7 +195,8 @@ class PoemOptions:
     no_repeat: bool = True     # never use a character twice in a poem
     reduplication: bool = False  # but allow doubled characters such as 萋萋
     candidates: int = 1        # poems to write per image; the best by `poemgen.rerank` is kept
-    line_candidates: int = 1   # lines sampled for each line; the poet's likeliest is kept
+    line_candidates: int = 16  # lines sampled for each line; the poet's likeliest is kept
+    #                            (greedy decoding, temperature 0, writes one)
     polish: int = 0            # rounds of rewriting the least likely line (kept if better)
     categories: tuple[str, ...] = ()  # keyword categories to choose from; empty: all
     per_category: int = 2      # at most this many keywords from one category
@@ -238,8 +239,6 @@ class PoemOptions:
         if not 1 <= self.line_candidates <= MAX_CANDIDATES:
             raise OptionsError(f"line_candidates must be 1 to {MAX_CANDIDATES}, "
                                f"got {self.line_candidates}")
-        if self.line_candidates > 1 and self.temperature == 0:
-            raise OptionsError("several line candidates need sampling: set temperature above 0")
         if not 0 <= self.polish <= MAX_POLISH:
             raise OptionsError(f"polish must be 0 to {MAX_POLISH} rounds, got {self.polish}")
         if self.per_category < 1 or not 0 <= self.diversity <= 1:

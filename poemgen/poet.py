@@ -184,8 +184,9 @@ class Poet:
         rules' masks) is lowest where the rules forced a character it did not want, such as a
         rhyme word bent into the line, so such lines lose to ones that reach the rhyme freely.
         Candidate 0 of a row samples as a single draw would; each keeps its own rule state, so
-        a rejected candidate's relaxation notes are dropped with it."""
-        n = options.line_candidates
+        a rejected candidate's relaxation notes are dropped with it. Greedy decoding writes one
+        line, the same every time."""
+        n = options.line_candidates if options.temperature > 0 else 1  # greedy: all the same
         if n == 1:
             return self.generate_lines(texts, prefixes, plan, line, states, options, seeds)
         tried = [replace(state, notes=[]) for state in states for _ in range(n)]

@@ -85,13 +85,13 @@ class PoemRequest(BaseModel):
     reduplication: bool = False
     topk: int = Field(5, ge=1, le=16)
     candidates: int = Field(1, ge=1)
-    line_candidates: int = Field(1, ge=1, le=16)
+    line_candidates: int = Field(PoemOptions().line_candidates, ge=1, le=16)
     polish: int = Field(0, ge=0, le=8)
     hint: str = Field("", max_length=32)
     imitate: str = Field("", max_length=8)
     seed: int | None = None
-    temperature: float = Field(0.9, ge=0, le=5)
-    top_p: float = Field(0.9, gt=0, le=1)
+    temperature: float = Field(PoemOptions().temperature, ge=0, le=5)
+    top_p: float = Field(PoemOptions().top_p, gt=0, le=1)
     categories: Union[str, list[str]] = ""
     per_category: int = Field(2, ge=1)
     diversity: float = Field(0.3, ge=0, le=1)

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from poemgen import evaluate
 from poemgen.cli import main
 from poemgen.evaluate import Sample, keywords_found, read_poems, score
-from poemgen.metrics import bleu, copy_rate, distinct, repeated_line_share, self_bleu
+from poemgen.metrics import (bleu, copy_rate, distinct, line_logprob, repeated_line_share,
+                             rhyme_logprob, self_bleu)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CRRD = SHARED / "crrd"
@@ -308,10 +310,11 @@ def test_poet_row_with_bleu(tiny, gold, tmp_path, capsys, monkeypatch):
     code, again, err = run(capsys, saved, "--json", *crrd)
     assert code == 0, err
     again = json.loads(again)
-    assert again["bleu_2"] is None and again["logprob"] is None  # only a poet gives these
-    assert result["logprob"] < 0  # the poet's own mean log-probability per token
-    assert {k: v for k, v in again.items() if k not in ("source", "bleu_2", "logprob")} == \
-        {k: v for k, v in result.items() if k not in ("source", "bleu_2", "logprob")}
+    poet_only = ("bleu_2",) + evaluate.LOGPROB_KEYS
+    assert all(again[k] is None for k in poet_only)  # only a poet gives these
+    assert all(result[k] < 0 for k in evaluate.LOGPROB_KEYS)  # log-probabilities, all given
+    assert {k: v for k, v in again.items() if k not in ("source",) + poet_only} == \
+        {k: v for k, v in result.items() if k not in ("source",) + poet_only}
 
 
 def test_poet_row_table_without_crrd(tiny, gold, capsys, monkeypatch):
@@ -321,6 +324,105 @@ def test_poet_row_table_without_crrd(tiny, gold, capsys, monkeypatch):
     cells = [c.strip() for c in out.splitlines()[2].strip("|").split("|")]
     bleu_2 = cells[evaluate.COLUMNS.index("BLEU-2")]
     assert cells[1] == "2" and cells[5] == "—" and 0 <= float(bleu_2) <= 100
+
+
+def test_rhyme_and_line_logprob_by_hand():
+    # per poem, line, token: the rhyme characters are the last of lines 2, 4 (6, 8)
+    scores = [[[-1.0, -2.0], [-3.0, -4.0], [-1.0], [-6.0]],
+              [[-9.0], [-2.0, -5.0], [-9.0], [-3.0], [-9.0], [-1.0], [-9.0], [-7.0]]]
+    assert rhyme_logprob(scores) == pytest.approx((-4 - 6 - 5 - 3 - 1 - 7) / 6)
+    assert line_logprob(scores) == pytest.approx(
+        (-1 - 2 - 3 - 4 - 1 - 6 - 9 - 2 - 5 - 9 - 3 - 9 - 1 - 9 - 7) / 15)
+    assert rhyme_logprob([[[-1.0], []]]) is None  # an empty line has no rhyme character
+    assert rhyme_logprob([[[-1.0]]]) is None and line_logprob([]) is None
+
+
+def test_poet_rhyme_logprob_is_score_lines_of_the_even_lines(tiny, gold, tmp_path, capsys):
+    from poemgen.poet import Poet
+
+    saved = tmp_path / "written.jsonl"
+    code, out, err = run(capsys, "--poet", tiny.poet, "--data", gold, "--json", "--save", saved,
+                         "--batch-size", 3)
+    assert code == 0, err
+    result = json.loads(out)
+    poet = Poet.load(tiny.poet)
+    written = [json.loads(line)["lines"] for line in saved.read_text(encoding="utf-8").splitlines()]
+    keywords = [p["keywords"] for p in MADE_UP]
+    for poems, key in ((written, "rhyme_logprob"), ([p["lines"] for p in MADE_UP],
+                                                    "rhyme_logprob_human")):
+        scores = poet.score_lines(keywords, poems)
+        # by hand: the last token of lines 2 and 4 of each of the four quatrains
+        rhymes = [scores[p][i][-1] for p in range(4) for i in (1, 3)]
+        assert result[key] == pytest.approx(sum(rhymes) / 8, abs=1e-4)
+        if key == "rhyme_logprob_human":
+            every = [v for poem in scores for line in poem for v in line]
+            assert result["logprob_human"] == pytest.approx(sum(every) / len(every), abs=1e-4)
+
+
+def test_poet_columns_in_the_table(tiny, gold, capsys):
+    code, out, err = run(capsys, "--poet", tiny.poet, "--data", gold, "--limit", 2)
+    assert code == 0, err
+    header, _, line = out.splitlines()
+    names = [c.strip() for c in header.strip("|").split("|")]
+    cells = dict(zip(names, (c.strip() for c in line.strip("|").split("|"))))
+    for name in ("log-prob/token", "log-prob/token (human)", "rhyme log-prob",
+                 "rhyme log-prob (human)"):
+        assert name in evaluate.COLUMNS
+        assert float(cells[name]) < 0 and len(cells[name].split(".")[1]) == 2, name
+
+
+def test_eval_options_are_the_library_defaults_unless_given(monkeypatch):
+    from poemgen import options as options_module
+    from poemgen.options import PoemOptions
+
+    parse = evaluate.build_parser().parse_args
+    assert evaluate.options_from(parse(["--poet", "p"])) == PoemOptions()
+    given = parse(["--poet", "p", "--temperature", "0.7", "--top-p", "0.8", "--line-candidates",
+                   "4", "--rhyme", "none", "--tones", "none", "--allow-repeats"])
+    assert evaluate.options_from(given) == PoemOptions(
+        temperature=0.7, top_p=0.8, line_candidates=4, rhyme="none", tones="none",
+        no_repeat=False)
+    # new defaults of the library are eval's defaults, with nothing copied
+    @dataclass(frozen=True)
+    class Changed(PoemOptions):  # the library's options with other defaults
+        temperature: "float" = 0.5
+        line_candidates: "int" = 8
+
+    monkeypatch.setattr(options_module, "PoemOptions", Changed)
+    options = evaluate.options_from(parse(["--poet", "p", "--line-candidates", "2"]))
+    assert (options.temperature, options.line_candidates) == (0.5, 2)
+
+
+def test_eval_with_line_candidates(tiny, gold, capsys):
+    # BLEU-2's greedy lines write one candidate a line
+    code, out, err = run(capsys, "--poet", tiny.poet, "--data", gold, "--limit", 2, "--json",
+                         "--line-candidates", 3, "--temperature", 0.7)
+    assert code == 0, err
+    assert json.loads(out)["poems"] == 2
+    code, out, err = run(capsys, "--poet", tiny.poet, "--data", gold, "--limit", 2, "--json",
+                         "--line-candidates", 3, "--temperature", 0)  # greedy: one a line
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("flag", [["--temperature", "0.7"], ["--line-candidates", "2"],
+                                  ["--rhyme", "none"], ["--allow-repeats"]])
+def test_sampling_and_rules_apply_with_a_poet_only(tmp_path, capsys, flag):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"lines": DENG}])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(a), *flag])
+    assert exit_info.value.code == 2
+    assert f"{flag[0]} applies with --poet only" in capsys.readouterr().err
+
+
+def test_of_several_candidates_eval_keeps_poemgens_choice():
+    from poemgen.poet import Verse
+
+    # rerank: mean log-prob per token + share of the keywords' characters used
+    dull = Verse(lines=["白日依山尽"], logprob=-10.0, tokens=5)       # -2 + 0
+    apt = Verse(lines=["黄河入海流"], logprob=-12.5, tokens=5)        # -2.5 + 1
+    assert evaluate.best_verse([dull, apt], ["黄河"]) is apt
+    assert evaluate.best_verse([dull, apt], []) is dull
+    assert evaluate.best_verse([dull, dull], []) is dull
 
 
 def test_next_lines_follow_the_gold_context(tiny):

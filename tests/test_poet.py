@@ -228,7 +228,7 @@ def test_line_search_keeps_the_likeliest_line_and_every_rule(mini, seed):
     from poemgen.prosody import check
 
     poet = mini
-    single = PoemOptions(chars=7, seed=seed, temperature=1.5)
+    single = PoemOptions(chars=7, seed=seed, temperature=1.5, line_candidates=1)
     searched = PoemOptions(chars=7, seed=seed, temperature=1.5, line_candidates=6)
     one, six = write(poet, KEYWORDS, single), write(poet, KEYWORDS, searched)
     first, best = poet.score_lines(KEYWORDS, one), poet.score_lines(KEYWORDS, six)
@@ -249,7 +249,27 @@ def test_line_search_seeds_each_poem_on_its_own(poet):
 
 @pytest.mark.parametrize("bad,message", [(dict(line_candidates=0), "line_candidates must be"),
                                          (dict(line_candidates=65), "line_candidates must be"),
-                                         (dict(line_candidates=3, temperature=0), "need sampling")])
+                                         (dict(polish=-1), "polish must be"),
+                                         (dict(polish=9), "polish must be")])
 def test_line_candidates_out_of_range_are_option_errors(bad, message):
     with pytest.raises(PoemgenError, match=message):
         PoemOptions(**bad)
+
+
+def test_greedy_decoding_writes_one_candidate_a_line(poet):
+    greedy = PoemOptions(temperature=0, line_candidates=1)
+    assert write(poet, KEYWORDS, PoemOptions(temperature=0, line_candidates=16)) == \
+        write(poet, KEYWORDS, greedy)
+
+
+def test_polish_keeps_the_rules_and_never_makes_the_poem_less_likely(mini):
+    from poemgen.prosody import check
+
+    base = PoemOptions(chars=7, seed=4, line_candidates=4)
+    plain = [v[0] for v in mini.write(KEYWORDS, base)]
+    polished = [v[0] for v in mini.write(KEYWORDS, PoemOptions(chars=7, seed=4, line_candidates=4,
+                                                               polish=2))]
+    for before, after in zip(plain, polished):
+        assert after.logprob / after.tokens >= before.logprob / before.tokens - 1e-4
+        result = check("，".join(after.lines) + "。", no_repeats=True)
+        assert result.ok, result.reasons

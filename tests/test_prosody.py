@@ -535,7 +535,7 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
 
     | system   | lines 2 and 4 share a group | rhyme_ok | tones_ok (loose) |
     | pingshui | 92.9 %                      | 92.6 %   | 68.4 %           |
-    | xinyun   | 83.4 %                      | 83.0 %   | 24.2 %           |
+    | xinyun   | 83.4 %                      | 83.0 %   | 21.9 %           |
 
     (tones_ok was 69.3 and 47.5 % before 三平尾 failed under loose; 新韵 was 86.2 / 85.8 /
     43.2 % while a character counted as any reading a dictionary lists, rare ones too, before
@@ -556,7 +556,7 @@ def test_ccpc_quatrains_rhyme_and_tones(ccpc_poems):
     assert n == 9976
     assert figures["pingshui"][0] >= 0.90 and figures["pingshui"][1] >= 0.90
     assert figures["xinyun"][0] >= 0.81 and figures["xinyun"][1] >= 0.81
-    assert figures["pingshui"][2] >= 0.66 and figures["xinyun"][2] >= 0.22
+    assert figures["pingshui"][2] >= 0.66 and figures["xinyun"][2] >= 0.20
     assert figures["pingshui"][0] > figures["xinyun"][0] + 0.03
     assert figures["pingshui"][2] > figures["xinyun"][2] + 0.1
 
