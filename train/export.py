@@ -43,6 +43,17 @@ def model_config(run: dict) -> dict:
     return kept
 
 
+def sentencepiece_model(run: Path) -> Path:
+    """The run's spiece.model; for a run continued from a poet folder (`--model
+    poemgen/poets/mini`), where transformers 5 saves only tokenizer.json, the base folder's,
+    which the run did not change."""
+    if (run / "spiece.model").is_file() or not (run / "poemgen.json").is_file():
+        return run / "spiece.model"
+    base = json.loads((run / "poemgen.json").read_text(encoding="utf-8")).get("base_model", "")
+    found = Path(base) / "spiece.model"
+    return found if found.is_file() else run / "spiece.model"
+
+
 def tokenizer_config(run: dict) -> dict:
     return {k: run[k] for k in TOKENIZER_KEYS if k in run}
 
@@ -67,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         folders = checkpoint_dirs(args.run)
         folder = folders[-1] if args.checkpoint == "latest" and folders else Path(args.checkpoint)
         weights, steps = folder / "model.safetensors", int(folder.name.split("-")[1])
-    missing = [str(f) for f in [weights] + [args.run / n for n in NEEDED] if not f.is_file()]
+    spiece = sentencepiece_model(args.run)
+    missing = [str(f) for f in [weights, spiece] + [args.run / n for n in NEEDED if n != "spiece.model"]
+               if not f.is_file()]
     if missing:
         print(f"export: error: {', '.join(missing)} missing; pass a finished train/t5.py run "
               "or --checkpoint latest", file=sys.stderr)
@@ -79,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     # which loading does again, and poemgen passes its own GenerationConfig for every line.
     config = model_config(json.loads((args.run / "config.json").read_text(encoding="utf-8")))
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    shutil.copy(args.run / "spiece.model", args.out / "spiece.model")
+    shutil.copy(spiece, args.out / "spiece.model")
     tokenizer = tokenizer_config(json.loads((args.run / "tokenizer_config.json")
                                             .read_text(encoding="utf-8")))
     (args.out / "tokenizer_config.json").write_text(json.dumps(tokenizer), encoding="utf-8")
