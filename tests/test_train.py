@@ -326,6 +326,17 @@ def test_export_writes_only_what_defines_the_poet_and_loads_as_the_run(scratch_c
     assert metadata["training"] == "2 steps" and metadata["dtype"] == "float16"
     assert metadata["data_counts"] == {"train": 8, "valid": 4}
 
+    # a run continued from a poet folder has no spiece.model (transformers 5 saves only
+    # tokenizer.json): export takes its base folder's, which the run did not change
+    continued, again = tmp_path / "continued", tmp_path / "again"
+    shutil.copytree(run, continued, ignore=shutil.ignore_patterns("checkpoints"))
+    (continued / "spiece.model").unlink()
+    metadata = json.loads((continued / "poemgen.json").read_text(encoding="utf-8"))
+    metadata["base_model"] = str(out)
+    (continued / "poemgen.json").write_text(json.dumps(metadata), encoding="utf-8")
+    assert export.main([str(continued), str(again)]) == 0
+    assert (again / "spiece.model").read_bytes() == (run / "spiece.model").read_bytes()
+
 
 def test_the_tokenizer_is_rebuilt_identically(scratch_config, tmp_path):
     data = write_all_forms(tmp_path / "data", 24)
