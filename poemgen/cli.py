@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                          default=DEFAULTS.line_candidates, metavar="N",
                          help="sample N candidates for each line and keep the one the poet "
                               f"finds likeliest (default {DEFAULTS.line_candidates}; see README)")
-    writing.add_argument("--polish", type=int, default=0, metavar="ROUNDS",
+    writing.add_argument("--polish", type=int, default=DEFAULTS.polish, metavar="ROUNDS",
                          help="rewrite the poem's least likely line, keeping the change if the "
-                              "poet finds the poem likelier; ROUNDS times (default 0)")
+                              f"poet finds the poem likelier; ROUNDS times (default "
+                              f"{DEFAULTS.polish})")
     writing.add_argument("--seed", type=int, help="seed for reproducible poems")
     writing.add_argument("--temperature", type=float, default=DEFAULTS.temperature,
                          help="sampling temperature; 0 decodes greedily, one candidate "

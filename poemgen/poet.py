@@ -252,7 +252,6 @@ class Poet:
         return [(self.table.text(row.tolist()), float(lp[mask].sum()), int(mask.sum()))
                 for row, lp, mask in zip(new, chosen, counted)]
 
-
     @torch.inference_mode()
     def score_lines(self, keywords: list[list[str]], poems: list[list[str]],
                     batch_size: int = 64) -> list[list[list[float]]]:
