@@ -8,7 +8,8 @@ only, rated by a reader (a person or a language model) who sees nothing else; th
 
 `make` takes the first `--limit` poems with keywords of DIR/test.jsonl (data/prepare.py) after
 `--skip`; for each, `human` is the poem itself and `NAME=OPTIONS` the poet writing from its
-keywords, in its form, with `--seed` and the PoemOptions overrides OPTIONS (`key=value,...`).
+keywords, in its form, with `--seed` and the PoemOptions overrides OPTIONS (`key=value,...`;
+`poet=FOLDER` among them writes with another poet than `--poet`, to compare two poets).
 The reader gets blind.md (PROTOCOL, then the poems by id, shuffled) and returns RATINGS.jsonl;
 key.json keeps each id's source and keywords, and each source's options and CPU time.
 """
@@ -70,7 +71,8 @@ FIXED = ("seed", "lines", "chars", "form", "given")  # set by make for every sou
 
 def parse_source(text: str) -> tuple[str, dict | None]:
     """`human`, or `NAME=key=value,...` into (NAME, overrides); values as int, float, bool or
-    str. The overrides are checked here, so a typo fails before the poet loads."""
+    str; `poet` is kept as a string. The overrides are checked here, so a typo fails before the
+    poet loads."""
     if text == "human":
         return "human", None
     name, sep, rest = text.partition("=")
@@ -81,11 +83,11 @@ def parse_source(text: str) -> tuple[str, dict | None]:
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep:
             raise OptionsError(f"--source {text}: {item!r} is not key=value")
-        overrides[key] = parse_value(value)
+        overrides[key] = value if key == "poet" else parse_value(value)
     try:
         if fixed := sorted(set(overrides) & set(FIXED)):
             raise OptionsError(f"{fixed[0]} is set by make, the same for every source")
-        with_overrides(None, **overrides)
+        with_overrides(None, **{k: v for k, v in overrides.items() if k != "poet"})
     except OptionsError as e:
         raise OptionsError(f"--source {text}: {e}") from None
     return name, overrides
@@ -155,13 +157,17 @@ def make(args) -> int:
         import poemgen
         import torch
 
-        log(f"loading the poet {args.poet}")
-        pipe = poemgen.load(poet=args.poet, need_clip=False, crrd=args.crrd)
-        write_source(pipe, poems[:1], args.seed, {}, 1)  # warm-up, so no source pays for it
+        pipes = {}
+        for poet in dict.fromkeys(o.get("poet", args.poet) for o in machine.values()):
+            log(f"loading the poet {poet}")
+            pipes[poet] = poemgen.load(poet=poet, need_clip=False, crrd=args.crrd)
+            write_source(pipes[poet], poems[:1], args.seed, {}, 1)  # warm-up, paid by no source
         for name, overrides in machine.items():
             log(f"writing {len(poems)} poems: {name}")
+            options = {k: v for k, v in overrides.items() if k != "poet"}
+            pipe = pipes[overrides.get("poet", args.poet)]
             wall, cpu = time.perf_counter(), time.process_time()
-            written[name] = write_source(pipe, poems, args.seed, overrides, args.batch)
+            written[name] = write_source(pipe, poems, args.seed, options, args.batch)
             settings[name].update(
                 cpu_s_per_poem=round((time.process_time() - cpu) / len(poems), 4),
                 wall_s_per_poem=round((time.perf_counter() - wall) / len(poems), 4),

@@ -30,6 +30,7 @@ from poemgen.errors import PoemgenError
 from poemgen.models import (DEFAULT_POET, KNOWN_MODELS, SHIPPED_POET, ModelLoadError, check_local,
                             load_error, offline_fallback, resolve_poet, shipped_poet_folder)
 from poemgen.options import PoemOptions
+from poemgen.seen_lines import FILENAME as SEEN_LINES_FILE, SeenLines
 
 PLANS_KEPT = 32  # distinct (form, rules) whose masks a poet keeps
 TOP_K = 50  # sampling keeps the 50 likeliest tokens too: transformers' default, always used here
@@ -39,13 +40,15 @@ class Poet:
     """A T5 checkpoint plus the prompt format it was trained on."""
 
     def __init__(self, model: T5ForConditionalGeneration, tokenizer, prompt_format,
-                 device: torch.device, name: str = "", crrd: str | os.PathLike | None = None):
+                 device: torch.device, name: str = "", crrd: str | os.PathLike | None = None,
+                 seen: SeenLines | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.format = prompt_format
         self.device = device
         self.name = name
         self.crrd = crrd  # where the 平水韵 tables are, when asked for
+        self.seen = seen  # the lines it read in training, which line search passes over
         self.systems: dict[str, SystemTable] = {}  # the vocabulary's tones and rhymes
         self.plans: dict[tuple, VersePlan] = {}
         self.table = TokenTable(tokenizer, model.config.vocab_size)
@@ -66,7 +69,8 @@ class Poet:
         except (OSError, ValueError) as e:
             raise load_error("poet", name, e) from None
         device = torch.device(device)
-        return cls(model.to(device).eval(), tokenizer, chosen, device, name, crrd)
+        return cls(model.to(device).eval(), tokenizer, chosen, device, name, crrd,
+                   load_seen_lines(name))
 
     def write(self, keywords: list[list[str]], options: PoemOptions = PoemOptions()
               ) -> list[list["Verse"]]:
@@ -184,8 +188,10 @@ class Poet:
         rules' masks) is lowest where the rules forced a character it did not want, such as a
         rhyme word bent into the line, so such lines lose to ones that reach the rhyme freely.
         Candidate 0 of a row samples as a single draw would; each keeps its own rule state, so
-        a rejected candidate's relaxation notes are dropped with it. Greedy decoding writes one
-        line, the same every time."""
+        a rejected candidate's relaxation notes are dropped with it. A candidate the poet read in
+        training (`self.seen`) is kept only when every candidate is one: the likeliest line is
+        often a famous line learnt by heart. Greedy decoding writes one line, the same every
+        time."""
         n = options.line_candidates if options.temperature > 0 else 1  # greedy: all the same
         if n == 1:
             return self.generate_lines(texts, prefixes, plan, line, states, options, seeds)
@@ -197,8 +203,10 @@ class Poet:
              for seed in seeds for j in range(n)])
         chosen = []
         for row, state in enumerate(states):
-            scores = [found[i][1] / max(found[i][2], 1) for i in range(row * n, row * n + n)]
-            best = row * n + max(range(n), key=scores.__getitem__)
+            candidates = found[row * n:row * n + n]
+            best = row * n + max(range(n), key=lambda j: (
+                self.seen is None or candidates[j][0] not in self.seen,
+                candidates[j][1] / max(candidates[j][2], 1)))
             state.notes.extend(tried[best].notes)
             chosen.append(found[best])
         return chosen
@@ -360,6 +368,19 @@ class Verse:
     logprob: float = 0.0  # sum of the model's log-probabilities of the chosen tokens
     tokens: int = 0
     notes: list[str] = field(default_factory=list)  # rules relaxed to get out of a dead end
+
+
+def load_seen_lines(name: str) -> SeenLines | None:
+    """The seen-lines filter of a poet in a local folder (train/export.py writes it); a poet
+    without one searches among all its candidates."""
+    path = os.path.join(name, SEEN_LINES_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return SeenLines.load(path)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"poet '{name}': {SEEN_LINES_FILE} cannot be read ({e}); delete it "
+                             "or export the poet again") from None
 
 
 def resolve_format(name: str, override: str | None = None):

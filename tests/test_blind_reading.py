@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,26 @@ def test_make_is_deterministic_for_a_seed(made):
     assert (one / "blind.md").read_text() == (two / "blind.md").read_text()
     poems = [json.loads((out / "key.json").read_text())["poems"] for out in (one, two)]
     assert poems[0] == poems[1]
+
+
+def test_a_source_may_name_its_own_poet(made, poet, tmp_path, capsys):
+    """`poet=FOLDER` in a source's options writes that source with another poet: the same
+    weights in another folder write the same poems; a folder with no poet is that error."""
+    data, one, _ = made
+    other = tmp_path / "other"
+    shutil.copytree(poet, other)
+    assert blind.main(["make", "--data", str(data), "--limit", "3", "--seed", "3",
+                       "--source", f"wvy=poet={other}", "--out", str(tmp_path / "b"),
+                       "--poet", str(tmp_path / "nowhere"), "--batch", "2"]) == 0
+    key = json.loads((tmp_path / "b" / "key.json").read_text(encoding="utf-8"))
+    assert key["sources"]["wvy"]["options"] == {"poet": str(other)}
+    first = json.loads((one / "key.json").read_text(encoding="utf-8"))
+    assert sorted((p["index"], p["lines"]) for p in key["poems"].values()) == sorted(
+        (p["index"], p["lines"]) for p in first["poems"].values() if p["source"] == "wvy")
+    assert blind.main(["make", "--data", str(data), "--limit", "3", "--source",
+                       f"x=poet={tmp_path / 'nowhere'}", "--out", str(tmp_path / "c"),
+                       "--poet", poet]) == 1
+    assert "nowhere" in capsys.readouterr().err
 
 
 def test_ids_look_random_and_follow_the_seed():

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from poemgen import prompt
 from poemgen.options import PoemOptions
+from poemgen.models import ModelLoadError
 from poemgen.poet import Poet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,6 +251,7 @@ def test_from_scratch_builds_a_character_poet_that_poemgen_loads(scratch_config,
                    "--batch-size", 4, "--min-char-count", 1) == 0
     metadata = prompt.read_metadata(tmp_path / "poet")
     assert metadata["prompt_format"] == "poem" and metadata["steps"] == 6
+    assert 0 < metadata["valid_loss"] < 20  # the last evaluation's, at the final step
     assert metadata["base_model"] == str(scratch_config)
 
     poet = Poet.load(str(tmp_path / "poet"))
@@ -336,6 +338,28 @@ def test_export_writes_only_what_defines_the_poet_and_loads_as_the_run(scratch_c
     (continued / "poemgen.json").write_text(json.dumps(metadata), encoding="utf-8")
     assert export.main([str(continued), str(again)]) == 0
     assert (again / "spiece.model").read_bytes() == (run / "spiece.model").read_bytes()
+
+
+def test_export_with_data_writes_the_lines_the_poet_read(scratch_config, tmp_path):
+    """--data adds the filter of the training lines that line search passes over; the poet
+    loads it; an export without --data keeps it; a damaged one is refused on loading."""
+    from poemgen.corpus import training_lines
+    from poemgen.seen_lines import FILENAME
+
+    data = write_all_forms(tmp_path / "data", 8)
+    run, out = tmp_path / "run", tmp_path / "poet"
+    assert scratch(scratch_config, data, run, "--max-steps", 2, "--batch-size", 4) == 0
+    assert export.main([str(run), str(out), "--data", str(data)]) == 0
+    poet = Poet.load(str(out))
+    lines = training_lines(str(data / "train.jsonl"))
+    assert lines and all(line in poet.seen for line in lines)
+    assert export.main([str(run), str(out)]) == 0
+    assert (out / FILENAME).is_file()
+    assert export.main([str(run), str(tmp_path / "other"), "--data", str(tmp_path)]) == 1
+
+    (out / FILENAME).write_bytes(b"not a filter")
+    with pytest.raises(ModelLoadError, match=f"{FILENAME} cannot be read"):
+        Poet.load(str(out))
 
 
 def test_the_tokenizer_is_rebuilt_identically(scratch_config, tmp_path):

@@ -2,11 +2,14 @@
 
     python train/export.py RUN_DIR poemgen/poets/mini                 # the run's final poet
     python train/export.py RUN_DIR poemgen/poets/mini --checkpoint latest   # or a checkpoint's
+    python train/export.py RUN_DIR poemgen/poets/mini --data DATA    # and the lines it read
 
 RUN_DIR is train/t5.py's --output-dir. Only what loading needs is written, so the package stays
 small and re-exporting a poet changes only its weights and poemgen.json: config.json without what
 describes the run rather than the model, spiece.model and the few settings that load it,
 poemgen.json (the run's, with --note and --training), and the weights as float16 safetensors.
+With --data (data/prepare.py's folder), also the Bloom filter of its training lines that line
+search uses to avoid quoting them (`poemgen.seen_lines`); without it, an earlier one is kept.
 """
 
 from __future__ import annotations
@@ -58,12 +61,25 @@ def tokenizer_config(run: dict) -> dict:
     return {k: run[k] for k in TOKENIZER_KEYS if k in run}
 
 
+def write_seen_lines(train: Path, out: Path) -> None:
+    """The lines a copy would be counted against (`poemgen eval --train`), as a Bloom filter."""
+    from poemgen.corpus import training_lines
+    from poemgen.metrics import COPY_MIN_CHARS
+    from poemgen.seen_lines import FILENAME, SeenLines
+
+    lines = [line for line in training_lines(str(train)) if len(line) >= COPY_MIN_CHARS]
+    SeenLines.of(lines).save(out / FILENAME)
+    print(f"{out / FILENAME}: {len(lines)} lines of {train}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="train/t5.py's --output-dir")
     p.add_argument("out", type=Path, help="e.g. poemgen/poets/mini")
     p.add_argument("--checkpoint", help="'latest' or a checkpoints/step-N folder: its weights "
                                         "instead of the final ones")
+    p.add_argument("--data", type=Path, help="data/prepare.py's folder the poet was trained on: "
+                                             "write the filter of its train.jsonl lines")
     p.add_argument("--note", default="", help="added to poemgen.json as `note`")
     p.add_argument("--training", default="", help="added to poemgen.json as `training`: how the "
                                                   "poet was trained, over all its sessions")
@@ -79,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = folders[-1] if args.checkpoint == "latest" and folders else Path(args.checkpoint)
         weights, steps = folder / "model.safetensors", int(folder.name.split("-")[1])
     spiece = sentencepiece_model(args.run)
-    missing = [str(f) for f in [weights, spiece] + [args.run / n for n in NEEDED if n != "spiece.model"]
+    needed = [weights, spiece] + [args.run / n for n in NEEDED if n != "spiece.model"]
+    missing = [str(f) for f in needed + ([args.data / "train.jsonl"] if args.data else [])
                if not f.is_file()]
     if missing:
         print(f"export: error: {', '.join(missing)} missing; pass a finished train/t5.py run "
-              "or --checkpoint latest", file=sys.stderr)
+              "(or --checkpoint latest) and data/prepare.py's folder", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     for name in STALE:
@@ -107,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     metadata.update({k: v for k, v in (("note", args.note), ("training", args.training)) if v})
     (args.out / "poemgen.json").write_text(json.dumps(metadata, ensure_ascii=False, indent=2) + "\n",
                                            encoding="utf-8")
+    if args.data:
+        write_seen_lines(args.data / "train.jsonl", args.out)
     size = sum(f.stat().st_size for f in args.out.iterdir())
     print(f"{args.out}: {size / 1e6:.1f} MB ({len(state)} tensors, float16)")
     return 0

@@ -414,6 +414,7 @@ def train(args: argparse.Namespace) -> None:
                     disable=not accelerator.is_local_main_process)
     model.train()
     running_loss, running_batches = 0.0, 0
+    valid_loss = None  # the last evaluation's, recorded in poemgen.json
     # Throughput: training time only (no evaluation or checkpoints), after a few warm-up steps
     # (CUDA start-up, first allocations).
     warmup_until = completed_steps + min(5, max(max_steps - completed_steps - 1, 0))
@@ -458,6 +459,7 @@ def train(args: argparse.Namespace) -> None:
             if completed_steps % args.eval_every == 0 or completed_steps == max_steps:
                 with untouched_rng(accelerator):
                     eval_loss, perplexity = evaluate(accelerator, model, eval_dataloader)
+                valid_loss = round(eval_loss, 4)
                 accelerator.print(f"step {completed_steps} ({minutes:.1f} min): train loss "
                                   f"{mean_loss:.4f}, "
                                   f"valid loss {eval_loss:.4f}, perplexity {perplexity:.2f}")
@@ -489,7 +491,8 @@ def train(args: argparse.Namespace) -> None:
         output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(output_dir)
-        prompt.write_metadata(output_dir, chosen, steps=completed_steps, **made_by)
+        measured = {"valid_loss": valid_loss} if valid_loss is not None else {}
+        prompt.write_metadata(output_dir, chosen, steps=completed_steps, **made_by, **measured)
         accelerator.print(f"poet saved to {output_dir}; try: poemgen photo.jpg --poet {output_dir}")
     accelerator.end_training()
 
