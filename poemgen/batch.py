@@ -179,20 +179,43 @@ class JsonlOutput:
         file.close()
         if not existed:
             self.path.unlink()
+            return
+        self._cut_short_lines()  # a file that is not poemgen's output is refused here
+
+    def _cut_short_lines(self) -> int:
+        """How many lines a killed run cut short (the beginning of a line `append` writes).
+        Any other line that is not a whole record means the file is not poemgen's output: it
+        is refused, and nothing in it is changed."""
+        count = 0
+        try:
+            with open(self.path, "rb") as file:
+                for number, line in enumerate(_lines(file), 1):
+                    if not line.strip() or _record(line) is not None:
+                        continue
+                    if _cut_short(line):
+                        count += 1
+                        continue
+                    raise PoemgenError(
+                        f"--out {self.path}: line {number} is not a line poemgen writes, so the "
+                        "file is not the output of a `poemgen --out` run; nothing in it was "
+                        "changed: give a new file, or one that `poemgen --out` wrote")
+        except OSError as error:
+            raise PoemgenError(f"--out {self.path} cannot be read ({error.strerror}); choose "
+                               "a file you can read and write") from None
+        return count
 
     def repair(self) -> int:
-        """Drop lines that are not complete JSON objects (cut short when a run was killed);
-        returns how many. The file is replaced atomically, so nothing else can be lost."""
+        """Drop the lines a killed run cut short; returns how many. Only poemgen's own lines
+        are ever dropped (another file is refused), and the file is replaced atomically."""
         if self.stream is not None or not self.path.exists():
             return 0
-        original = self.path.read_bytes()
-        lines = original.splitlines(keepends=True)
-        whole = [_record(line) is not None for line in lines]
-        kept = [line.rstrip(b"\n") + b"\n" for line, ok in zip(lines, whole) if ok]
-        dropped = sum(1 for line, ok in zip(lines, whole) if line.strip() and not ok)
-        if b"".join(kept) != original:
+        dropped = self._cut_short_lines()
+        if dropped:
             partial = self.path.with_name(self.path.name + ".partial")
-            partial.write_bytes(b"".join(kept))
+            with open(self.path, "rb") as file, open(partial, "wb") as kept:
+                for line in _lines(file):
+                    if _record(line) is not None:
+                        kept.write(line.rstrip(b"\n") + b"\n")
             os.replace(partial, self.path)
         return dropped
 
@@ -201,7 +224,7 @@ class JsonlOutput:
         written: dict[str, set[str | None]] = {}
         if self.stream is None and self.path.exists():
             with open(self.path, "rb") as file:
-                for line in file:
+                for line in _lines(file):
                     record = _record(line)
                     if record is not None:
                         written.setdefault(record["image"], set()).add(record.get("sha256"))
@@ -209,6 +232,7 @@ class JsonlOutput:
 
     def append(self, record: dict) -> None:
         """Append one line, whole, under an exclusive lock, and flush it to the file."""
+        record = {"image": record["image"], **record}  # first, as _cut_short expects
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         if self.stream is not None:
             self.stream.write(line)
@@ -244,12 +268,39 @@ def _content_hash(path: str) -> str | None:
         return None  # unreadable: matches an earlier error line, which has no hash
 
 
+# Every line `append` writes begins so; a line a kill cut short is a beginning of one.
+_LINE_START = b'{"image": '
+MAX_LINE_BYTES = 2**20  # far longer than any line poemgen writes
+
+
+def _lines(file) -> Iterator[bytes]:
+    """The lines of a binary file, read MAX_LINE_BYTES at most at a time (a longer line comes
+    in pieces, none of which is a record), so a file with no line breaks cannot fill memory."""
+    return iter(lambda: file.readline(MAX_LINE_BYTES + 1), b"")
+
+
 def _record(line: bytes) -> dict | None:
+    """The object of a whole line poemgen wrote (every one has an image and a sha256)."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("image"), str) else None
+    if isinstance(record, dict) and isinstance(record.get("image"), str) and "sha256" in record:
+        return record
+    return None
+
+
+def _cut_short(line: bytes) -> bool:
+    """Whether `line` is the beginning of a record that a kill cut short: not JSON, and
+    begun as every line poemgen writes is."""
+    line = line.rstrip(b"\n")
+    if not (line.startswith(_LINE_START) or _LINE_START.startswith(line)):
+        return False
+    try:
+        json.loads(line)
+    except ValueError:
+        return True
+    return False  # whole JSON, yet not a record: another tool's line
 
 
 def _last_byte(path: Path) -> bytes:

@@ -150,6 +150,40 @@ def test_a_line_cut_short_is_dropped_and_its_image_written_again(tiny, tmp_path,
     assert Counter(r["image"] for r in records(out)) == Counter(str(p) for p in paths)
 
 
+@pytest.mark.parametrize("content", [
+    b"My notes\nDay 1\n",                                   # a user's text file
+    b"My notes",                                              # one line, no line break
+    b'{"id": 1, "text": "x"}\n{"other": "tool"}\n',         # another tool's JSON lines
+    b'{"image": "a.jpg", "caption": "x"}\n',                 # … even with an image field
+    b'{"id": 1}\n{"image": "p.jpg", "keyw',                  # ending like a cut-short line
+    b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8,             # a photo given as --out
+], ids=["text", "text-no-newline", "jsonl", "jsonl-image", "jsonl-cut", "binary"])
+def test_an_out_file_that_is_not_poemgen_output_is_refused_and_kept(tiny, tmp_path, capsys,
+                                                                     photo, content):
+    out = tmp_path / "notes.txt"
+    out.write_bytes(content)
+    code, stdout, err = run(capsys, photo, "--out", out, "--clip", tiny.clip, "--keywords-only")
+    assert code == 1 and stdout == "" and err.count("\n") == 1
+    assert "is not the output of a `poemgen --out` run" in err and "nothing in it was" in err
+    assert out.read_bytes() == content
+
+
+def test_only_the_lines_a_kill_cut_short_are_dropped(tiny, tmp_path, capsys):
+    """A process of a multi-process run that died mid-line leaves a cut line inside the file
+    (the next line starts on a line of its own); it goes with the cut last line, and the
+    whole records stay, as they were."""
+    paths = photo_folder(tmp_path / "photos", 3)
+    out = tmp_path / "poems.jsonl"
+    args = (tmp_path / "photos", "--out", out, "--clip", tiny.clip, "--keywords-only")
+    assert run(capsys, *args)[0] == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0][:5] + "\n" + lines[0] + lines[1] + lines[2][:30])
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "dropped 2 incomplete line(s)" in err
+    assert out.read_text().splitlines(keepends=True)[:2] == lines[:2]
+    assert Counter(r["image"] for r in records(out)) == Counter(str(p) for p in paths)
+
+
 def cli(*args):
     return [sys.executable, "-m", "poemgen", *map(str, args)]
 
