@@ -233,7 +233,8 @@ class JsonlOutput:
     def append(self, record: dict) -> None:
         """Append one line, whole, under an exclusive lock, and flush it to the file."""
         record = {"image": record["image"], **record}  # first, as _cut_short expects
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        text = json.dumps(record, ensure_ascii=False) + "\n"
+        line = text.encode("utf-8", "backslashreplace")  # a name not UTF-8: see cli.emit
         if self.stream is not None:
             self.stream.write(line)
             self.stream.flush()

@@ -274,20 +274,27 @@ def write_to_file(pipeline, paths, output, options, keywords, batch_size, proces
     return 1 if failed else 0
 
 
+def emit(text: str = "", flush: bool = False) -> None:
+    """Print a line on standard output. A file name that is not valid UTF-8 (its bytes kept
+    by Python as surrogates, \\udce9 for the byte e9) is written as those escapes: in JSON that
+    reads back as the same name, so nothing is lost, and the output stays UTF-8."""
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=flush)
+
+
 def show(name: str | None, poem, as_json: bool) -> None:
     for note in poem.notes:
         print(f"poemgen: note: {name or 'poem'}: {note}", file=sys.stderr)
     if as_json:
-        print(json.dumps(poem.to_dict(image=name), ensure_ascii=False), flush=True)
+        emit(json.dumps(poem.to_dict(image=name), ensure_ascii=False), flush=True)
         return
     words = "  ".join(k.word if k.score is None else f"{k.word} {k.score:.3f}"
                       for k in poem.keywords)
     if name:
-        print(name)
-    print(f"关键词  {words}")
+        emit(name)
+    emit(f"关键词  {words}")
     if poem.lines:
-        print(poem.text)
-    print(flush=True)
+        emit(poem.text)
+    emit(flush=True)
 
 
 # --- poemgen check ---------------------------------------------------------------------------

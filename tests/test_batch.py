@@ -184,6 +184,28 @@ def test_only_the_lines_a_kill_cut_short_are_dropped(tiny, tmp_path, capsys):
     assert Counter(r["image"] for r in records(out)) == Counter(str(p) for p in paths)
 
 
+def test_a_name_that_is_not_utf8_is_written_losslessly_and_resumed(tiny, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = make_photo(folder / "good.jpg")
+    odd = os.fsdecode(os.fsencode(folder) + b"/z\xe9.jpg")  # Latin-1 é: not UTF-8
+    make_photo(odd, colour=(200, 10, 10))
+    out = tmp_path / "poems.jsonl"
+    args = (folder, "--out", out, "--clip", tiny.clip, "--keywords-only")
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    text = out.read_bytes().decode("utf-8")  # the file stays UTF-8 …
+    assert "z\\udce9.jpg" in text  # … with the byte as its surrogate escape
+    assert sorted(r["image"] for r in records(out)) == sorted([str(good), odd])
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "2 of 2 images already" in err
+
+    code, stdout, err = run(capsys, odd, "--clip", tiny.clip, "--keywords-only", "--json")
+    assert code == 0 and json.loads(stdout)["image"] == odd
+    code, stdout, err = run(capsys, odd, "--clip", tiny.clip, "--keywords-only")
+    assert code == 0 and stdout.startswith(f"{folder}/z\\udce9.jpg\n关键词")
+
+
 def cli(*args):
     return [sys.executable, "-m", "poemgen", *map(str, args)]
 
