@@ -17,6 +17,7 @@ import glob
 import hashlib
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import Iterator
 import torch
 
 from poemgen.errors import PoemgenError
-from poemgen.images import ImageLoadError, in_threads, read_bytes
+from poemgen.images import ImageLoadError, in_threads
 from poemgen.keywords import Keyword
 from poemgen.options import PoemOptions
 from poemgen.pipeline import Pipeline, Poem
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+MAX_PHOTO_BYTES = 512 * 2**20  # a photo file is read whole (to hash it); no camera comes near
 
 
 def find_images(inputs: list[str]) -> list[str]:
@@ -95,10 +97,38 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
             yield from _written(pipeline, readable, images, options, keywords)
 
 
+def read_photo(path: str) -> bytes:
+    """The bytes of a photo file. What is not a regular file is refused unread (a FIFO would
+    wait for a writer forever, a device such as /dev/zero never ends), and so is a file larger
+    than MAX_PHOTO_BYTES."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageLoadError(f"{path}: is not a regular file (a device, FIFO or socket); "
+                                 "give a photo file")
+        # non-blocking: a FIFO put in its place since is read as empty, not waited on
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) \
+                as file:
+            data = file.read(MAX_PHOTO_BYTES + 1)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file; check the path") from None
+    except PermissionError:
+        raise ImageLoadError(f"{path}: cannot be read (permission denied); fix its permissions") \
+            from None
+    except OSError as error:
+        raise ImageLoadError(f"{path}: cannot be read ({error.strerror}); check the file") \
+            from None
+    if len(data) > MAX_PHOTO_BYTES:
+        raise ImageLoadError(f"{path}: is larger than {MAX_PHOTO_BYTES // 2**20} MiB; give a "
+                             "photo file (a JPEG, PNG …) of a usual size")
+    if not data:
+        raise ImageLoadError(f"{path}: is empty; pass a non-empty image file")
+    return data
+
+
 def _read(pipeline: Pipeline, path: str) -> tuple[Outcome, object]:
     """A photo read, hashed and decoded (in a worker thread), or its error outcome."""
     try:
-        data = read_bytes(path, path)
+        data = read_photo(path)
     except ImageLoadError as e:
         return Outcome(path, None, error=str(e)), None
     digest = hashlib.sha256(data).hexdigest()
@@ -264,7 +294,7 @@ def pending(paths: list[str], written: dict[str, set[str | None]]) -> list[str]:
 
 def _content_hash(path: str) -> str | None:
     try:
-        return hashlib.sha256(read_bytes(path, path)).hexdigest()
+        return hashlib.sha256(read_photo(path)).hexdigest()
     except ImageLoadError:
         return None  # unreadable: matches an earlier error line, which has no hash
 

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
@@ -320,20 +319,33 @@ def build_check_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_CHECK_BYTES = 64 * 2**20  # poems `poemgen check` reads from a file or standard input
+
+
 def read_poems(source: str) -> list[str]:
-    """The poems of `source`: standard input for "-", a file's when it is one, else the text."""
+    """The poems of `source`: standard input for "-", a file's when it is one, else the text.
+    At most MAX_CHECK_BYTES are read, so a device such as /dev/zero cannot fill the memory."""
     if source == "-":
-        text = sys.stdin.read()
         where = "standard input"
+        data = sys.stdin.buffer.read(MAX_CHECK_BYTES + 1)
     elif os.path.isfile(source):
-        try:
-            text = Path(source).read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            raise PoemgenError(f"cannot read {source} ({type(e).__name__}); give a UTF-8 text "
-                               "file of poems separated by blank lines") from None
         where = source
+        try:
+            with open(source, "rb") as file:
+                data = file.read(MAX_CHECK_BYTES + 1)
+        except OSError as e:
+            raise PoemgenError(f"cannot read {source} ({e.strerror}); give a UTF-8 text "
+                               "file of poems separated by blank lines") from None
     else:
         return [source]
+    if len(data) > MAX_CHECK_BYTES:
+        raise PoemgenError(f"{where} is larger than {MAX_CHECK_BYTES // 2**20} MiB; check the "
+                           "poems a part at a time")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PoemgenError(f"cannot read {where} (it is not UTF-8 text); give UTF-8 text of "
+                           "poems separated by blank lines") from None
     poems = [poem.strip() for poem in re.split(r"\n\s*\n", text) if poem.strip()]
     if not poems:
         raise PoemgenError(f"{where} has no poem; give poems separated by blank lines")

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -204,6 +205,39 @@ def test_a_name_that_is_not_utf8_is_written_losslessly_and_resumed(tiny, tmp_pat
     assert code == 0 and json.loads(stdout)["image"] == odd
     code, stdout, err = run(capsys, odd, "--clip", tiny.clip, "--keywords-only")
     assert code == 0 and stdout.startswith(f"{folder}/z\\udce9.jpg\n关键词")
+
+
+def test_what_is_not_a_regular_file_is_an_error_line_and_never_read(tiny, tmp_path, capsys):
+    """A FIFO named like a photo used to be opened and waited on forever; a device read to its
+    end (/dev/zero: until memory ran out). Each is now one error line, unread, and the photo
+    beside them gets its poem; so does a resumed run, which skips them."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = make_photo(folder / "good.jpg")
+    fifo = folder / "f.jpg"
+    os.mkfifo(fifo)
+    (folder / "null.jpg").symlink_to("/dev/null")
+    with open(folder / "huge.tif", "wb") as huge:  # sparse: no disk, no time
+        huge.truncate(513 * 2**20)
+    # Were the FIFO opened, this writer would end the wait (an empty read) rather than hang.
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True)
+    writer.start()
+    try:
+        out = tmp_path / "poems.jsonl"
+        args = (folder, "--out", out, "--clip", tiny.clip, "--keywords-only")
+        code, _, err = run(capsys, *args)
+        assert code == 1 and "Traceback" not in err
+        by_image = {r["image"]: r for r in records(out)}
+        assert by_image[str(good)]["keywords"]
+        for name in ("f.jpg", "null.jpg"):
+            assert "is not a regular file" in by_image[str(folder / name)]["error"]
+        assert "is larger than 512 MiB" in by_image[str(folder / "huge.tif")]["error"]
+        assert err.count("poemgen: error:") == 3
+        code, _, err = run(capsys, *args)
+        assert code == 0 and "4 of 4 images already" in err
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer go
+        writer.join()
 
 
 def cli(*args):

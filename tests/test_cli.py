@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -265,6 +266,18 @@ def test_malformed_vocabulary_names_file_and_line(tiny, photo, tmp_path, capsys)
     assert code == 1 and f"{vocab}:2:" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_vocabulary_is_read_up_to_its_limit(tiny, photo, capsys, monkeypatch):
+    """--vocab /dev/zero was read until memory ran out (the limit made small here)."""
+    from poemgen import keywords
+
+    monkeypatch.setattr(keywords, "MAX_VOCABULARY_BYTES", 2**20)
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--vocab",
+                         "/dev/zero")
+    assert code == 1 and out == "" and err == (
+        "poemgen: error: vocabulary '/dev/zero': larger than 1 MiB; pass a vocabulary file of "
+        "WORD<TAB>CATEGORY lines\n")
+
+
 def test_own_vocabulary_is_used(tiny, photo, tmp_path, capsys):
     vocab = tmp_path / "mine.txt"
     vocab.write_text("明月\t天象\n孤舟\t建筑器物\n寒梅\t草木\n", encoding="utf-8")
@@ -355,10 +368,40 @@ def test_check_reads_a_file_of_poems(tmp_path, capsys):
     assert [line["text"] for line in reports[1]["lines"]][1] == "黄河入海天"
 
 
+def stdin_of(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
 def test_check_reads_standard_input(monkeypatch, capsys):
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"{DENG_GUAN_QUE_LOU}\n\n{DENG_GUAN_QUE_LOU}\n"))
+    stdin_of(monkeypatch, f"{DENG_GUAN_QUE_LOU}\n\n{DENG_GUAN_QUE_LOU}\n".encode())
     assert main(["check", "-"]) == 0
     assert capsys.readouterr().out.count("\nok\n") == 2
+
+
+@pytest.mark.parametrize("data", [bytes(random.Random(0).randrange(256) for _ in range(3000)),
+                                  "床前明月光，疑是地上霜。".encode("gbk")], ids=["binary", "gbk"])
+def test_check_of_standard_input_that_is_not_utf8_is_one_line(monkeypatch, capsys, data):
+    stdin_of(monkeypatch, data)
+    assert main(["check", "-"]) == 1
+    err = capsys.readouterr().err
+    assert err == "poemgen: error: cannot read standard input (it is not UTF-8 text); give " \
+                  "UTF-8 text of poems separated by blank lines\n"
+
+
+def test_check_reads_no_more_than_its_limit(monkeypatch, capsys, tmp_path):
+    """/dev/zero on standard input was read until memory ran out; a file as large fails too."""
+    from poemgen import cli
+
+    monkeypatch.setattr(cli, "MAX_CHECK_BYTES", 2**20)
+    with open("/dev/zero", "rb") as zeros:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(zeros))
+        assert main(["check", "-"]) == 1
+    big = tmp_path / "poems.txt"
+    big.write_text(f"{DENG_GUAN_QUE_LOU}\n\n" * 15000, encoding="utf-8")
+    assert main(["check", str(big)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"poemgen: error: {where} is larger than 1 MiB; check the poems a part at a time"
+        for where in ("standard input", big)]
 
 
 @pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00bad", "cannot read"),
