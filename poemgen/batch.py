@@ -136,6 +136,20 @@ def _read(pipeline: Pipeline, path: str) -> tuple[Outcome, object]:
         return Outcome(path, digest), pipeline.load_photo(data, name=path)
     except ImageLoadError as e:
         return Outcome(path, digest, error=str(e)), None
+    except Exception as error:  # noqa: BLE001 - a decoder's bug on one photo stops no batch
+        return _failed(Outcome(path, digest), "could not be decoded", error,
+                       "; re-export it (and report the error to poemgen)"), None
+
+
+def _failed(outcome: Outcome, what: str, error: Exception, advice: str = "") -> Outcome:
+    """`outcome` with the one-line reason of an unexpected failure: what failed, the error
+    (its type and the start of its message) and what to do."""
+    kind = type(error).__name__
+    if type(error).__module__ != "builtins":
+        kind = f"{type(error).__module__}.{kind}"
+    reason = " ".join(str(error).split())[:200]
+    outcome.error = f"{outcome.image}: {what} ({kind}: {reason}){advice}"
+    return outcome
 
 
 def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options: PoemOptions,
@@ -150,10 +164,7 @@ def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the models raise, retried smaller
         if len(images) == 1:
-            reason = " ".join(str(error).split())[:200]
-            outcomes[0].error = (f"{outcomes[0].image}: the models failed on this photo "
-                                 f"({type(error).__name__}: {reason})")
-            yield outcomes[0]
+            yield _failed(outcomes[0], "the models failed on this photo", error)
             return
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # an out-of-memory batch leaves its blocks cached

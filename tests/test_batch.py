@@ -317,3 +317,37 @@ def test_a_failing_batch_is_retried_smaller_and_only_the_failing_photo_is_an_err
         lines[str(poisoned)]["error"]
     assert all("lines" in lines[str(p)] for p in paths)
     assert err.count("poemgen: error:") == 1 and "Traceback" not in err
+
+
+def test_a_photo_whose_decoding_raises_anything_is_one_error_line(tiny, tmp_path, capsys,
+                                                                   monkeypatch):
+    """Injected: the decoder fails on one photo with an exception poemgen does not expect (as
+    Pillow's EXIF parsing once raised struct.error); the batch goes on without it."""
+    import struct
+
+    from poemgen.pipeline import Pipeline
+
+    paths = photo_folder(tmp_path / "photos", 4)
+    real = Pipeline.load_photo
+
+    def load_photo(self, image, *, name=None, **kwargs):
+        if name == str(paths[1]):
+            struct.unpack(">I", b"\x00")  # raises struct.error
+        return real(self, image, name=name, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "load_photo", load_photo)
+    out = tmp_path / "poems.jsonl"
+    code, _, err = run(capsys, tmp_path / "photos", "--out", out, "--clip", tiny.clip,
+                       "--poet", tiny.poet, "--batch-size", 4)
+    assert code == 1 and "Traceback" not in err
+    lines = {line["image"]: line for line in records(out)}
+    assert lines[str(paths[1])]["error"] == (
+        f"{paths[1]}: could not be decoded (struct.error: unpack requires a buffer of 4 bytes); "
+        "re-export it (and report the error to poemgen)")
+    assert all("lines" in lines[str(p)] for p in paths if p != paths[1])
+    assert err.count("poemgen: error:") == 1
+
+    code, stdout, err = run(capsys, *paths, "--clip", tiny.clip, "--poet", tiny.poet, "--json")
+    assert code == 1 and err.count("\n") == 1 and "struct.error" in err
+    assert [json.loads(line)["image"] for line in stdout.splitlines()] == \
+        [str(p) for p in paths if p != paths[1]]
