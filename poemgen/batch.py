@@ -272,25 +272,34 @@ class JsonlOutput:
         return written
 
     def append(self, record: dict) -> None:
-        """Append one line, whole, under an exclusive lock, and flush it to the file."""
+        """Append one line, whole, under an exclusive lock, and flush it to the file. A write
+        that fails (a full disk) is a PoemgenError: the lines before it are kept, and a line
+        cut short is dropped when the run is resumed."""
         record = {"image": record["image"], **record}  # first, as _cut_short expects
         text = json.dumps(record, ensure_ascii=False) + "\n"
         line = text.encode("utf-8", "backslashreplace")  # a name not UTF-8: see cli.emit
-        if self.stream is not None:
-            self.stream.write(line)
-            self.stream.flush()
-            return
-        with open(self.path, "ab") as file:
-            fcntl.flock(file, fcntl.LOCK_EX)
-            try:
-                file.seek(0, os.SEEK_END)
-                if file.tell() and _last_byte(self.path) != b"\n":
-                    line = b"\n" + line  # another process died mid-line: never join the two
-                file.write(line)
-                file.flush()
-                os.fsync(file.fileno())
-            finally:
-                fcntl.flock(file, fcntl.LOCK_UN)
+        try:
+            if self.stream is not None:
+                self.stream.write(line)
+                self.stream.flush()
+                return
+            with open(self.path, "ab") as file:
+                fcntl.flock(file, fcntl.LOCK_EX)
+                try:
+                    file.seek(0, os.SEEK_END)
+                    if file.tell() and _last_byte(self.path) != b"\n":
+                        line = b"\n" + line  # another process died mid-line: never join them
+                    file.write(line)
+                    file.flush()
+                    os.fsync(file.fileno())
+                finally:
+                    fcntl.flock(file, fcntl.LOCK_UN)
+        except BrokenPipeError:
+            raise  # `--out -` into a reader that went away: the CLI stops quietly
+        except OSError as error:
+            where = "- (standard output)" if self.to_stdout else self.path
+            raise PoemgenError(f"--out {where} cannot be written ({error.strerror}); free some "
+                               "space or choose another file, then run again to resume") from None
 
 
 def pending(paths: list[str], written: dict[str, set[str | None]]) -> list[str]:

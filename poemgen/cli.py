@@ -13,11 +13,13 @@ import logging
 import os
 import re
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 from poemgen.models import quiet_transformers
-from poemgen.options import PoemOptions, positive_int
+from poemgen.options import OptionsError, PoemOptions, positive_int
 
 DEFAULTS = PoemOptions()  # the CLI's defaults are the library's
 
@@ -140,9 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("give at least one IMAGE, or --keywords")
     show_notes()
     try:
-        return command(args)
+        code = command(args)
+        flush_output()
+        return code
+    except OptionsError as e:  # the arguments, checked before anything loads: a usage error
+        print(f"poemgen: error: {e}", file=sys.stderr)
+        return 2
     except PoemgenError as e:
         print(f"poemgen: error: {e}", file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except OSError:  # output that cannot be written (a full disk) is dropped, so that
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # exit is quiet
         return 1
     except KeyboardInterrupt:
         print("poemgen: interrupted", file=sys.stderr)
@@ -277,7 +288,28 @@ def emit(text: str = "", flush: bool = False) -> None:
     """Print a line on standard output. A file name that is not valid UTF-8 (its bytes kept
     by Python as surrogates, \\udce9 for the byte e9) is written as those escapes: in JSON that
     reads back as the same name, so nothing is lost, and the output stays UTF-8."""
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=flush)
+    with _output_errors():
+        print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=flush)
+
+
+def flush_output() -> None:
+    """Flush standard output now, so that a write that fails is an error line, not a
+    traceback as Python exits."""
+    with _output_errors():
+        sys.stdout.flush()
+
+
+@contextmanager
+def _output_errors() -> Iterator[None]:
+    """A write to standard output that fails (a full disk) as a PoemgenError; a reader that
+    went away (BrokenPipeError) as it is, for main to stop quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise PoemgenError(f"cannot write to standard output ({e.strerror}); free some space "
+                           "or send the output elsewhere") from None
 
 
 def show(name: str | None, poem, as_json: bool) -> None:
@@ -362,18 +394,18 @@ def check_poem(args: argparse.Namespace) -> int:
                        no_repeats=args.no_repeats)
         failed |= not result.ok
         if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False))
+            emit(json.dumps(result.to_dict(), ensure_ascii=False))
             continue
         if n:
-            print()
-        print(f"{result.form or '?'}  {result.rhyme_system}  template {result.template or '-'}"
+            emit()
+        emit(f"{result.form or '?'}  {result.rhyme_system}  template {result.template or '-'}"
               f"  rhyme group {' '.join(result.rhyme_group) or '-'}")
         for line in result.lines:
             variant = f", {line.variant}" if line.variant else ""
-            print(f"  {line.text}  {line.tones}  (template {line.template}{variant})")
-        print("ok" if result.ok else "not ok: " + "; ".join(result.reasons))
+            emit(f"  {line.text}  {line.tones}  (template {line.template}{variant})")
+        emit("ok" if result.ok else "not ok: " + "; ".join(result.reasons))
         for note in result.notes:
-            print(f"note: {note}")
+            emit(f"note: {note}")
     return 1 if failed else 0
 
 
@@ -393,6 +425,31 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # --- poemgen serve: the server is poemgen/serve.py -------------------------------------------
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port to listen on."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
+    return value
+
+
+def _number(text: str, low: float, high: float, what: str) -> float:
+    value = float(text)
+    if not low <= value <= high:  # nan and inf fail too
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def upload_megabytes(text: str) -> float:
+    """An argparse type: the upload limit in MiB."""
+    return _number(text, 0.001, 2**20, "a number of MiB from 0.001 to 1048576")
+
+
+def rate_per_minute(text: str) -> float:
+    """An argparse type: the rate limit per client."""
+    return _number(text, 0, 1e6, "requests per minute from 0 (no limit) to 1000000")
+
+
 def build_serve_parser() -> argparse.ArgumentParser:
     from poemgen.prompt import FORMATS
 
@@ -411,19 +468,20 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; "
                              "0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     parser.add_argument("--api-key", default=os.environ.get("POEMGEN_API_KEY"), metavar="KEY",
                         help="require this key for POST /v1/poems (Authorization: Bearer KEY, "
                              "or X-API-Key: KEY); default $POEMGEN_API_KEY. The page asks once")
     limits = parser.add_argument_group("limits (each refused with a 4xx JSON error)")
-    limits.add_argument("--max-upload-mb", type=float, default=10, help="default 10")
+    limits.add_argument("--max-upload-mb", type=upload_megabytes, default=10,
+                        help="default 10")
     limits.add_argument("--max-pixels", type=positive_int, default=40_000_000,
                         help="pixels in one photo (default 40,000,000)")
     limits.add_argument("--decoding-pixels", type=positive_int, default=80_000_000,
                         help="pixels decoding at once across requests; a photo finding no "
                              "room within 2 s gets 503 (default 80,000,000)")
     limits.add_argument("--max-candidates", type=positive_int, default=8, help="default 8")
-    limits.add_argument("--rate", type=float, default=30, metavar="PER_MINUTE",
+    limits.add_argument("--rate", type=rate_per_minute, default=30, metavar="PER_MINUTE",
                         help="requests per minute per client address, 0 for none (default 30)")
     limits.add_argument("--burst", type=positive_int, default=10,
                         help="requests a client may send at once (default 10)")
@@ -495,15 +553,15 @@ def list_models(args: argparse.Namespace) -> int:
     in_use = {resolve_clip(), poet_in_use()}
     if args.json:
         for role, name, size, fmt, here, about in rows:
-            print(json.dumps({"role": role, "id": name, "size": size, "prompt_format": fmt,
+            emit(json.dumps({"role": role, "id": name, "size": size, "prompt_format": fmt,
                               "available": here, "in_use": name in in_use, "about": about},
                              ensure_ascii=False))
         return 0
     width = max(len(row[1]) for row in rows)
-    print(f"{'role':5} {'id':{width}} {'size':8} {'format':7} {'here':5} {'used':5} about")
+    emit(f"{'role':5} {'id':{width}} {'size':8} {'format':7} {'here':5} {'used':5} about")
     for role, name, size, fmt, here, about in rows:
-        print(f"{role:5} {name:{width}} {size:8} {fmt:7} {'yes' if here else 'no':5} "
+        emit(f"{role:5} {name:{width}} {size:8} {fmt:7} {'yes' if here else 'no':5} "
               f"{'yes' if name in in_use else '':5} {about}")
-    print("here: config and weights are in the local Hugging Face cache (or the folder exists); "
+    emit("here: config and weights are in the local Hugging Face cache (or the folder exists); "
           "used: what `poemgen IMAGE` picks now")
     return 0

@@ -1,3 +1,4 @@
+import contextlib
 import io
 import json
 import os
@@ -76,7 +77,7 @@ def test_a_seeded_photo_gets_its_poem_whatever_else_is_in_the_run(tiny, photo, t
 @pytest.mark.parametrize("seed", ["-1", str(2**64)])
 def test_a_seed_out_of_range_is_one_line(photo, capsys, seed):
     code, _, err = run(capsys, "--keywords", "明月", "--seed", seed)
-    assert code == 1 and "seed must be a whole number from 0 to 2**64-1" in err
+    assert code == 2 and "seed must be a whole number from 0 to 2**64-1" in err
     assert err.count("\n") == 1
 
 
@@ -171,7 +172,7 @@ def test_imitate_needs_a_title_poet(tiny, photo, capsys):
 @pytest.mark.parametrize("bad", [["--hint", "moon"], ["--imitate", "Li Bai"]])
 def test_hint_and_imitate_must_be_chinese(photo, capsys, bad):
     code, out, err = run(capsys, photo, *bad)
-    assert code == 1 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+    assert code == 2 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_hint_steers_the_lines_poet(tiny, photo, capsys):
@@ -292,7 +293,18 @@ def test_own_vocabulary_is_used(tiny, photo, tmp_path, capsys):
                                  ["--temperature", "nan"], ["--top-p", "nan"]])
 def test_bad_sampling_options_are_one_line(photo, capsys, bad):
     code, out, err = run(capsys, photo, *bad)
-    assert code == 1 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+    assert code == 2 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["2=疑是地上霜", "²=床前明月光"], "--line ²=床前明月光: write it as N=TEXT"),  # isdigit, not int
+    (["99999999999=床前明月光"], "a poem has at most 8 lines; give N from 1 to 8"),  # was 4.7 GB+
+    (["9" * 5000 + "=床前明月光"], "a poem has at most 8 lines"),  # more digits than int() takes
+    (["1=床前明月光", "1=疑是地上霜"], "line 1 is already given as 床前明月光"),
+])
+def test_bad_given_lines_are_usage_errors(capsys, lines, message):
+    code, out, err = run(capsys, "--keywords", "明月", *[f"--line={x}" for x in lines])
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
 
 
 def test_the_smallest_temperature_writes(tiny, capsys):
@@ -334,6 +346,60 @@ def test_categories_choose_where_keywords_come_from(tiny, photo, capsys):
                          "--categories", "海洋")
     assert code == 1 and out == "" and "unknown category 海洋" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "must be a port from 1 to 65535, got 70000"),
+    (["--port", "-1"], "must be a port from 1 to 65535, got -1"),
+    (["--max-upload-mb", "nan"], "must be a number of MiB from 0.001 to 1048576, got nan"),
+    (["--max-upload-mb", "inf"], "must be a number of MiB from 0.001 to 1048576, got inf"),
+    (["--max-upload-mb", "0"], "must be a number of MiB"),
+    (["--rate", "nan"], "must be requests per minute from 0 (no limit) to 1000000, got nan"),
+    (["--rate", "-5"], "must be requests per minute"),
+])
+def test_serve_refuses_bad_limits_as_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as usage:
+        main(["serve", *argv])
+    err = capsys.readouterr().err
+    assert usage.value.code == 2 and message in err and "Traceback" not in err
+
+
+# --- a full disk: one line and a non-zero exit, never a traceback --------------------------------
+
+@contextlib.contextmanager
+def full_stdout(monkeypatch):
+    """Standard output on a device that is always full, as `> /dev/full` makes it (set in the
+    test itself: pytest sets its own capture again when a test starts)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "wb") as device:
+        monkeypatch.setattr("sys.stdout", io.TextIOWrapper(device, encoding="utf-8"))
+        yield
+
+
+def test_check_into_a_full_disk_is_one_line(monkeypatch, capsys):
+    with full_stdout(monkeypatch):
+        assert main(["check", DENG_GUAN_QUE_LOU]) == 1
+    assert capsys.readouterr().err == ("poemgen: error: cannot write to standard output (No "
+                                       "space left on device); free some space or send the "
+                                       "output elsewhere\n")
+
+
+def test_poems_into_a_full_disk_are_one_line(tiny, monkeypatch, capsys):
+    with full_stdout(monkeypatch):
+        assert main(["--keywords", "明月", "--poet", tiny.poet, "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write to standard output (No space left" in err
+
+
+@pytest.mark.parametrize("out", ["/dev/full", "-"])
+def test_out_into_a_full_disk_is_one_line(tiny, photo, monkeypatch, capsys, out):
+    with full_stdout(monkeypatch):
+        assert main([str(photo), "--clip", tiny.clip, "--keywords-only", "--out", out]) == 1
+    err = capsys.readouterr().err
+    where = "- (standard output)" if out == "-" else out
+    assert f"poemgen: error: --out {where} cannot be written (No space left on device)" in err
+    assert "Traceback" not in err
 
 
 # --- poemgen check as a filter --------------------------------------------------------------------
