@@ -424,6 +424,14 @@ def test_check_names_the_variant_a_line_uses(capsys):
     assert [line["variant"] for line in result["lines"]][:2] == ["出句拗", "对句救"]
 
 
+def test_check_of_a_poem_that_is_not_utf8_is_one_line(capsys):
+    poem = os.fsdecode("白日依山尽，黄河入海流。".encode("gbk"))  # as argv holds GBK bytes
+    assert main(["check", poem]) == 1
+    assert capsys.readouterr().err == ("poemgen: error: the poem holds bytes that are not UTF-8 "
+                                       "(a command-line argument in another encoding?); give it "
+                                       "as UTF-8 text\n")
+
+
 def test_check_reads_a_file_of_poems(tmp_path, capsys):
     poems = tmp_path / "poems.txt"
     poems.write_text(f"{DENG_GUAN_QUE_LOU}\n\n白日依山尽，\n黄河入海天。\n欲穷千里目，\n更上九层楼。\n",
