@@ -48,6 +48,11 @@ def parse_record(record, where: str) -> Sample:
         text = record["poem"]
     else:
         raise EvalError(f'{where}: no poem (expected "lines": [...], "content" or "poem")')
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON may escape a lone surrogate, "\udcff", which is no text
+        raise EvalError(f"{where}: the poem holds a lone surrogate escape (\\udc..), not "
+                        "text") from None
     return Sample(split_lines(text), parse_keywords(record.get("keywords"), where))
 
 

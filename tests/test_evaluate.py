@@ -266,6 +266,15 @@ def test_not_utf8_is_one_line(tmp_path, capsys):
     assert code == 1 and "line 2: not UTF-8" in err and err.count("\n") == 1
 
 
+def test_a_lone_surrogate_in_a_poem_is_one_line_naming_it(tmp_path, capsys):
+    path = tmp_path / "poems.jsonl"
+    path.write_text('{"lines": ["\\udcff白日依山尽"]}\n')
+    code, out, err = run(capsys, path)
+    assert code == 1 and out == "" and err == (
+        f"poemgen: error: {path} line 1: the poem holds a lone surrogate escape (\\udc..), "
+        "not text\n")
+
+
 def test_json_nested_too_deeply_is_one_line(tmp_path, capsys):
     path = tmp_path / "poems.jsonl"
     path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
