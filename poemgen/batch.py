@@ -105,9 +105,8 @@ def read_photo(path: str) -> bytes:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ImageLoadError(f"{path}: is not a regular file (a device, FIFO or socket); "
                                  "give a photo file")
-        # non-blocking: a FIFO put in its place since is read as empty, not waited on
-        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) \
-                as file:
+        # non-blocking: a FIFO put in its place since the check is read as empty, not waited on
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
             data = file.read(MAX_PHOTO_BYTES + 1)
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: no such file; check the path") from None

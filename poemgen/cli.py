@@ -339,7 +339,8 @@ def build_check_parser() -> argparse.ArgumentParser:
         "characters. Exit 0 when every poem keeps them, 1 when one breaks one.")
     parser.add_argument("text", metavar="TEXT|FILE|-",
                         help="a poem (床前明月光，疑是地上霜。…), a UTF-8 file of poems, or - for "
-                             "standard input; poems in a file are separated by blank lines")
+                             "standard input (64 MiB at most); poems in a file are separated "
+                             "by blank lines")
     parser.add_argument("--rhyme", choices=RHYMES, default="xinyun")
     parser.add_argument("--tones", choices=TONES, default="loose")
     parser.add_argument("--no-repeats", action="store_true",
@@ -399,7 +400,7 @@ def check_poem(args: argparse.Namespace) -> int:
         if n:
             emit()
         emit(f"{result.form or '?'}  {result.rhyme_system}  template {result.template or '-'}"
-              f"  rhyme group {' '.join(result.rhyme_group) or '-'}")
+             f"  rhyme group {' '.join(result.rhyme_group) or '-'}")
         for line in result.lines:
             variant = f", {line.variant}" if line.variant else ""
             emit(f"  {line.text}  {line.tones}  (template {line.template}{variant})")
@@ -554,14 +555,14 @@ def list_models(args: argparse.Namespace) -> int:
     if args.json:
         for role, name, size, fmt, here, about in rows:
             emit(json.dumps({"role": role, "id": name, "size": size, "prompt_format": fmt,
-                              "available": here, "in_use": name in in_use, "about": about},
-                             ensure_ascii=False))
+                             "available": here, "in_use": name in in_use, "about": about},
+                            ensure_ascii=False))
         return 0
     width = max(len(row[1]) for row in rows)
     emit(f"{'role':5} {'id':{width}} {'size':8} {'format':7} {'here':5} {'used':5} about")
     for role, name, size, fmt, here, about in rows:
         emit(f"{role:5} {name:{width}} {size:8} {fmt:7} {'yes' if here else 'no':5} "
-              f"{'yes' if name in in_use else '':5} {about}")
+             f"{'yes' if name in in_use else '':5} {about}")
     emit("here: config and weights are in the local Hugging Face cache (or the folder exists); "
-          "used: what `poemgen IMAGE` picks now")
+         "used: what `poemgen IMAGE` picks now")
     return 0
