@@ -17,6 +17,7 @@ import glob
 import hashlib
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import Iterator
 import torch
 
 from poemgen.errors import PoemgenError
-from poemgen.images import ImageLoadError, in_threads, read_bytes
+from poemgen.images import ImageLoadError, in_threads
 from poemgen.keywords import Keyword
 from poemgen.options import PoemOptions
 from poemgen.pipeline import Pipeline, Poem
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+MAX_PHOTO_BYTES = 512 * 2**20  # a photo file is read whole (to hash it); no camera comes near
 
 
 def find_images(inputs: list[str]) -> list[str]:
@@ -95,10 +97,37 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
             yield from _written(pipeline, readable, images, options, keywords)
 
 
+def read_photo(path: str) -> bytes:
+    """The bytes of a photo file. What is not a regular file is refused unread (a FIFO would
+    wait for a writer forever, a device such as /dev/zero never ends), and so is a file larger
+    than MAX_PHOTO_BYTES."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageLoadError(f"{path}: is not a regular file (a device, FIFO or socket); "
+                                 "give a photo file")
+        # non-blocking: a FIFO put in its place since the check is read as empty, not waited on
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            data = file.read(MAX_PHOTO_BYTES + 1)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file; check the path") from None
+    except PermissionError:
+        raise ImageLoadError(f"{path}: cannot be read (permission denied); fix its permissions") \
+            from None
+    except OSError as error:
+        raise ImageLoadError(f"{path}: cannot be read ({error.strerror}); check the file") \
+            from None
+    if len(data) > MAX_PHOTO_BYTES:
+        raise ImageLoadError(f"{path}: is larger than {MAX_PHOTO_BYTES // 2**20} MiB; give a "
+                             "photo file (a JPEG, PNG …) of a usual size")
+    if not data:
+        raise ImageLoadError(f"{path}: is empty; pass a non-empty image file")
+    return data
+
+
 def _read(pipeline: Pipeline, path: str) -> tuple[Outcome, object]:
     """A photo read, hashed and decoded (in a worker thread), or its error outcome."""
     try:
-        data = read_bytes(path, path)
+        data = read_photo(path)
     except ImageLoadError as e:
         return Outcome(path, None, error=str(e)), None
     digest = hashlib.sha256(data).hexdigest()
@@ -106,6 +135,20 @@ def _read(pipeline: Pipeline, path: str) -> tuple[Outcome, object]:
         return Outcome(path, digest), pipeline.load_photo(data, name=path)
     except ImageLoadError as e:
         return Outcome(path, digest, error=str(e)), None
+    except Exception as error:  # noqa: BLE001 - a decoder's bug on one photo stops no batch
+        return _failed(Outcome(path, digest), "could not be decoded", error,
+                       "; re-export it (and report the error to poemgen)"), None
+
+
+def _failed(outcome: Outcome, what: str, error: Exception, advice: str = "") -> Outcome:
+    """`outcome` with the one-line reason of an unexpected failure: what failed, the error
+    (its type and the start of its message) and what to do."""
+    kind = type(error).__name__
+    if type(error).__module__ != "builtins":
+        kind = f"{type(error).__module__}.{kind}"
+    reason = " ".join(str(error).split())[:200]
+    outcome.error = f"{outcome.image}: {what} ({kind}: {reason}){advice}"
+    return outcome
 
 
 def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options: PoemOptions,
@@ -120,10 +163,7 @@ def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the models raise, retried smaller
         if len(images) == 1:
-            reason = " ".join(str(error).split())[:200]
-            outcomes[0].error = (f"{outcomes[0].image}: the models failed on this photo "
-                                 f"({type(error).__name__}: {reason})")
-            yield outcomes[0]
+            yield _failed(outcomes[0], "the models failed on this photo", error)
             return
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # an out-of-memory batch leaves its blocks cached
@@ -179,20 +219,43 @@ class JsonlOutput:
         file.close()
         if not existed:
             self.path.unlink()
+            return
+        self._cut_short_lines()  # a file that is not poemgen's output is refused here
+
+    def _cut_short_lines(self) -> int:
+        """How many lines a killed run cut short (the beginning of a line `append` writes).
+        Any other line that is not a whole record means the file is not poemgen's output: it
+        is refused, and nothing in it is changed."""
+        count = 0
+        try:
+            with open(self.path, "rb") as file:
+                for number, line in enumerate(_lines(file), 1):
+                    if not line.strip() or _record(line) is not None:
+                        continue
+                    if _cut_short(line):
+                        count += 1
+                        continue
+                    raise PoemgenError(
+                        f"--out {self.path}: line {number} is not a line poemgen writes, so the "
+                        "file is not the output of a `poemgen --out` run; nothing in it was "
+                        "changed: give a new file, or one that `poemgen --out` wrote")
+        except OSError as error:
+            raise PoemgenError(f"--out {self.path} cannot be read ({error.strerror}); choose "
+                               "a file you can read and write") from None
+        return count
 
     def repair(self) -> int:
-        """Drop lines that are not complete JSON objects (cut short when a run was killed);
-        returns how many. The file is replaced atomically, so nothing else can be lost."""
+        """Drop the lines a killed run cut short; returns how many. Only poemgen's own lines
+        are ever dropped (another file is refused), and the file is replaced atomically."""
         if self.stream is not None or not self.path.exists():
             return 0
-        original = self.path.read_bytes()
-        lines = original.splitlines(keepends=True)
-        whole = [_record(line) is not None for line in lines]
-        kept = [line.rstrip(b"\n") + b"\n" for line, ok in zip(lines, whole) if ok]
-        dropped = sum(1 for line, ok in zip(lines, whole) if line.strip() and not ok)
-        if b"".join(kept) != original:
+        dropped = self._cut_short_lines()
+        if dropped:
             partial = self.path.with_name(self.path.name + ".partial")
-            partial.write_bytes(b"".join(kept))
+            with open(self.path, "rb") as file, open(partial, "wb") as kept:
+                for line in _lines(file):
+                    if _record(line) is not None:
+                        kept.write(line.rstrip(b"\n") + b"\n")
             os.replace(partial, self.path)
         return dropped
 
@@ -201,30 +264,41 @@ class JsonlOutput:
         written: dict[str, set[str | None]] = {}
         if self.stream is None and self.path.exists():
             with open(self.path, "rb") as file:
-                for line in file:
+                for line in _lines(file):
                     record = _record(line)
                     if record is not None:
                         written.setdefault(record["image"], set()).add(record.get("sha256"))
         return written
 
     def append(self, record: dict) -> None:
-        """Append one line, whole, under an exclusive lock, and flush it to the file."""
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-        if self.stream is not None:
-            self.stream.write(line)
-            self.stream.flush()
-            return
-        with open(self.path, "ab") as file:
-            fcntl.flock(file, fcntl.LOCK_EX)
-            try:
-                file.seek(0, os.SEEK_END)
-                if file.tell() and _last_byte(self.path) != b"\n":
-                    line = b"\n" + line  # another process died mid-line: never join the two
-                file.write(line)
-                file.flush()
-                os.fsync(file.fileno())
-            finally:
-                fcntl.flock(file, fcntl.LOCK_UN)
+        """Append one line, whole, under an exclusive lock, and flush it to the file. A write
+        that fails (a full disk) is a PoemgenError: the lines before it are kept, and a line
+        cut short is dropped when the run is resumed."""
+        record = {"image": record["image"], **record}  # first, as _cut_short expects
+        text = json.dumps(record, ensure_ascii=False) + "\n"
+        line = text.encode("utf-8", "backslashreplace")  # a name not UTF-8: see cli.emit
+        try:
+            if self.stream is not None:
+                self.stream.write(line)
+                self.stream.flush()
+                return
+            with open(self.path, "ab") as file:
+                fcntl.flock(file, fcntl.LOCK_EX)
+                try:
+                    file.seek(0, os.SEEK_END)
+                    if file.tell() and _last_byte(self.path) != b"\n":
+                        line = b"\n" + line  # another process died mid-line: never join them
+                    file.write(line)
+                    file.flush()
+                    os.fsync(file.fileno())
+                finally:
+                    fcntl.flock(file, fcntl.LOCK_UN)
+        except BrokenPipeError:
+            raise  # `--out -` into a reader that went away: the CLI stops quietly
+        except OSError as error:
+            where = "- (standard output)" if self.to_stdout else self.path
+            raise PoemgenError(f"--out {where} cannot be written ({error.strerror}); free some "
+                               "space or choose another file, then run again to resume") from None
 
 
 def pending(paths: list[str], written: dict[str, set[str | None]]) -> list[str]:
@@ -239,17 +313,44 @@ def pending(paths: list[str], written: dict[str, set[str | None]]) -> list[str]:
 
 def _content_hash(path: str) -> str | None:
     try:
-        return hashlib.sha256(read_bytes(path, path)).hexdigest()
+        return hashlib.sha256(read_photo(path)).hexdigest()
     except ImageLoadError:
         return None  # unreadable: matches an earlier error line, which has no hash
 
 
+# Every line `append` writes begins so; a line a kill cut short is a beginning of one.
+_LINE_START = b'{"image": '
+MAX_LINE_BYTES = 2**20  # far longer than any line poemgen writes
+
+
+def _lines(file) -> Iterator[bytes]:
+    """The lines of a binary file, read MAX_LINE_BYTES at most at a time (a longer line comes
+    in pieces, none of which is a record), so a file with no line breaks cannot fill memory."""
+    return iter(lambda: file.readline(MAX_LINE_BYTES + 1), b"")
+
+
 def _record(line: bytes) -> dict | None:
+    """The object of a whole line poemgen wrote (every one has an image and a sha256)."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("image"), str) else None
+    if isinstance(record, dict) and isinstance(record.get("image"), str) and "sha256" in record:
+        return record
+    return None
+
+
+def _cut_short(line: bytes) -> bool:
+    """Whether `line` is the beginning of a record that a kill cut short: not JSON, and
+    begun as every line poemgen writes is."""
+    line = line.rstrip(b"\n")
+    if not (line.startswith(_LINE_START) or _LINE_START.startswith(line)):
+        return False
+    try:
+        json.loads(line)
+    except ValueError:
+        return True
+    return False  # whole JSON, yet not a record: another tool's line
 
 
 def _last_byte(path: Path) -> bytes:

@@ -13,12 +13,13 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
+from contextlib import contextmanager
+from typing import Iterator
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 from poemgen.models import quiet_transformers
-from poemgen.options import PoemOptions, positive_int
+from poemgen.options import OptionsError, PoemOptions, positive_int
 
 DEFAULTS = PoemOptions()  # the CLI's defaults are the library's
 
@@ -141,9 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("give at least one IMAGE, or --keywords")
     show_notes()
     try:
-        return command(args)
+        code = command(args)
+        flush_output()
+        return code
+    except OptionsError as e:  # the arguments, checked before anything loads: a usage error
+        print(f"poemgen: error: {e}", file=sys.stderr)
+        return 2
     except PoemgenError as e:
         print(f"poemgen: error: {e}", file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except OSError:  # output that cannot be written (a full disk) is dropped, so that
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # exit is quiet
         return 1
     except KeyboardInterrupt:
         print("poemgen: interrupted", file=sys.stderr)
@@ -274,20 +284,48 @@ def write_to_file(pipeline, paths, output, options, keywords, batch_size, proces
     return 1 if failed else 0
 
 
+def emit(text: str = "", flush: bool = False) -> None:
+    """Print a line on standard output. A file name that is not valid UTF-8 (its bytes kept
+    by Python as surrogates, \\udce9 for the byte e9) is written as those escapes: in JSON that
+    reads back as the same name, so nothing is lost, and the output stays UTF-8."""
+    with _output_errors():
+        print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=flush)
+
+
+def flush_output() -> None:
+    """Flush standard output now, so that a write that fails is an error line, not a
+    traceback as Python exits."""
+    with _output_errors():
+        sys.stdout.flush()
+
+
+@contextmanager
+def _output_errors() -> Iterator[None]:
+    """A write to standard output that fails (a full disk) as a PoemgenError; a reader that
+    went away (BrokenPipeError) as it is, for main to stop quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise PoemgenError(f"cannot write to standard output ({e.strerror}); free some space "
+                           "or send the output elsewhere") from None
+
+
 def show(name: str | None, poem, as_json: bool) -> None:
     for note in poem.notes:
         print(f"poemgen: note: {name or 'poem'}: {note}", file=sys.stderr)
     if as_json:
-        print(json.dumps(poem.to_dict(image=name), ensure_ascii=False), flush=True)
+        emit(json.dumps(poem.to_dict(image=name), ensure_ascii=False), flush=True)
         return
     words = "  ".join(k.word if k.score is None else f"{k.word} {k.score:.3f}"
                       for k in poem.keywords)
     if name:
-        print(name)
-    print(f"关键词  {words}")
+        emit(name)
+    emit(f"关键词  {words}")
     if poem.lines:
-        print(poem.text)
-    print(flush=True)
+        emit(poem.text)
+    emit(flush=True)
 
 
 # --- poemgen check ---------------------------------------------------------------------------
@@ -301,7 +339,8 @@ def build_check_parser() -> argparse.ArgumentParser:
         "characters. Exit 0 when every poem keeps them, 1 when one breaks one.")
     parser.add_argument("text", metavar="TEXT|FILE|-",
                         help="a poem (床前明月光，疑是地上霜。…), a UTF-8 file of poems, or - for "
-                             "standard input; poems in a file are separated by blank lines")
+                             "standard input (64 MiB at most); poems in a file are separated "
+                             "by blank lines")
     parser.add_argument("--rhyme", choices=RHYMES, default="xinyun")
     parser.add_argument("--tones", choices=TONES, default="loose")
     parser.add_argument("--no-repeats", action="store_true",
@@ -313,20 +352,33 @@ def build_check_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_CHECK_BYTES = 64 * 2**20  # poems `poemgen check` reads from a file or standard input
+
+
 def read_poems(source: str) -> list[str]:
-    """The poems of `source`: standard input for "-", a file's when it is one, else the text."""
+    """The poems of `source`: standard input for "-", a file's when it is one, else the text.
+    At most MAX_CHECK_BYTES are read, so a device such as /dev/zero cannot fill the memory."""
     if source == "-":
-        text = sys.stdin.read()
         where = "standard input"
+        data = sys.stdin.buffer.read(MAX_CHECK_BYTES + 1)
     elif os.path.isfile(source):
-        try:
-            text = Path(source).read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            raise PoemgenError(f"cannot read {source} ({type(e).__name__}); give a UTF-8 text "
-                               "file of poems separated by blank lines") from None
         where = source
+        try:
+            with open(source, "rb") as file:
+                data = file.read(MAX_CHECK_BYTES + 1)
+        except OSError as e:
+            raise PoemgenError(f"cannot read {source} ({e.strerror}); give a UTF-8 text "
+                               "file of poems separated by blank lines") from None
     else:
         return [source]
+    if len(data) > MAX_CHECK_BYTES:
+        raise PoemgenError(f"{where} is larger than {MAX_CHECK_BYTES // 2**20} MiB; check the "
+                           "poems a part at a time")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PoemgenError(f"cannot read {where} (it is not UTF-8 text); give UTF-8 text of "
+                           "poems separated by blank lines") from None
     poems = [poem.strip() for poem in re.split(r"\n\s*\n", text) if poem.strip()]
     if not poems:
         raise PoemgenError(f"{where} has no poem; give poems separated by blank lines")
@@ -343,18 +395,18 @@ def check_poem(args: argparse.Namespace) -> int:
                        no_repeats=args.no_repeats)
         failed |= not result.ok
         if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False))
+            emit(json.dumps(result.to_dict(), ensure_ascii=False))
             continue
         if n:
-            print()
-        print(f"{result.form or '?'}  {result.rhyme_system}  template {result.template or '-'}"
-              f"  rhyme group {' '.join(result.rhyme_group) or '-'}")
+            emit()
+        emit(f"{result.form or '?'}  {result.rhyme_system}  template {result.template or '-'}"
+             f"  rhyme group {' '.join(result.rhyme_group) or '-'}")
         for line in result.lines:
             variant = f", {line.variant}" if line.variant else ""
-            print(f"  {line.text}  {line.tones}  (template {line.template}{variant})")
-        print("ok" if result.ok else "not ok: " + "; ".join(result.reasons))
+            emit(f"  {line.text}  {line.tones}  (template {line.template}{variant})")
+        emit("ok" if result.ok else "not ok: " + "; ".join(result.reasons))
         for note in result.notes:
-            print(f"note: {note}")
+            emit(f"note: {note}")
     return 1 if failed else 0
 
 
@@ -374,6 +426,31 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # --- poemgen serve: the server is poemgen/serve.py -------------------------------------------
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port to listen on."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
+    return value
+
+
+def _number(text: str, low: float, high: float, what: str) -> float:
+    value = float(text)
+    if not low <= value <= high:  # nan and inf fail too
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def upload_megabytes(text: str) -> float:
+    """An argparse type: the upload limit in MiB."""
+    return _number(text, 0.001, 2**20, "a number of MiB from 0.001 to 1048576")
+
+
+def rate_per_minute(text: str) -> float:
+    """An argparse type: the rate limit per client."""
+    return _number(text, 0, 1e6, "requests per minute from 0 (no limit) to 1000000")
+
+
 def build_serve_parser() -> argparse.ArgumentParser:
     from poemgen.prompt import FORMATS
 
@@ -392,19 +469,20 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; "
                              "0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     parser.add_argument("--api-key", default=os.environ.get("POEMGEN_API_KEY"), metavar="KEY",
                         help="require this key for POST /v1/poems (Authorization: Bearer KEY, "
                              "or X-API-Key: KEY); default $POEMGEN_API_KEY. The page asks once")
     limits = parser.add_argument_group("limits (each refused with a 4xx JSON error)")
-    limits.add_argument("--max-upload-mb", type=float, default=10, help="default 10")
+    limits.add_argument("--max-upload-mb", type=upload_megabytes, default=10,
+                        help="default 10")
     limits.add_argument("--max-pixels", type=positive_int, default=40_000_000,
                         help="pixels in one photo (default 40,000,000)")
     limits.add_argument("--decoding-pixels", type=positive_int, default=80_000_000,
                         help="pixels decoding at once across requests; a photo finding no "
                              "room within 2 s gets 503 (default 80,000,000)")
     limits.add_argument("--max-candidates", type=positive_int, default=8, help="default 8")
-    limits.add_argument("--rate", type=float, default=30, metavar="PER_MINUTE",
+    limits.add_argument("--rate", type=rate_per_minute, default=30, metavar="PER_MINUTE",
                         help="requests per minute per client address, 0 for none (default 30)")
     limits.add_argument("--burst", type=positive_int, default=10,
                         help="requests a client may send at once (default 10)")
@@ -476,15 +554,15 @@ def list_models(args: argparse.Namespace) -> int:
     in_use = {resolve_clip(), poet_in_use()}
     if args.json:
         for role, name, size, fmt, here, about in rows:
-            print(json.dumps({"role": role, "id": name, "size": size, "prompt_format": fmt,
-                              "available": here, "in_use": name in in_use, "about": about},
-                             ensure_ascii=False))
+            emit(json.dumps({"role": role, "id": name, "size": size, "prompt_format": fmt,
+                             "available": here, "in_use": name in in_use, "about": about},
+                            ensure_ascii=False))
         return 0
     width = max(len(row[1]) for row in rows)
-    print(f"{'role':5} {'id':{width}} {'size':8} {'format':7} {'here':5} {'used':5} about")
+    emit(f"{'role':5} {'id':{width}} {'size':8} {'format':7} {'here':5} {'used':5} about")
     for role, name, size, fmt, here, about in rows:
-        print(f"{role:5} {name:{width}} {size:8} {fmt:7} {'yes' if here else 'no':5} "
-              f"{'yes' if name in in_use else '':5} {about}")
-    print("here: config and weights are in the local Hugging Face cache (or the folder exists); "
-          "used: what `poemgen IMAGE` picks now")
+        emit(f"{role:5} {name:{width}} {size:8} {fmt:7} {'yes' if here else 'no':5} "
+             f"{'yes' if name in in_use else '':5} {about}")
+    emit("here: config and weights are in the local Hugging Face cache (or the folder exists); "
+         "used: what `poemgen IMAGE` picks now")
     return 0

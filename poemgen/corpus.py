@@ -15,6 +15,9 @@ from typing import Iterator
 from poemgen.errors import PoemgenError
 
 GOLD_FILES = ("test.jsonl", "ccpc_test_v1.0.json")
+# What one file of poems may hold, so that a device or an endless pipe cannot fill the memory
+MAX_FILE_BYTES = 256 * 2**20  # CCPC's and chinese-poetry's training splits are 20-60 MB
+MAX_LINE_BYTES = 2**20        # one poem's JSON object
 
 
 class EvalError(PoemgenError):
@@ -45,6 +48,11 @@ def parse_record(record, where: str) -> Sample:
         text = record["poem"]
     else:
         raise EvalError(f'{where}: no poem (expected "lines": [...], "content" or "poem")')
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON may escape a lone surrogate, "\udcff", which is no text
+        raise EvalError(f"{where}: the poem holds a lone surrogate escape (\\udc..), not "
+                        "text") from None
     return Sample(split_lines(text), parse_keywords(record.get("keywords"), where))
 
 
@@ -80,7 +88,15 @@ def iter_poems(path: str | os.PathLike) -> Iterator[Sample]:
     except OSError as e:
         raise EvalError(f"{path}: cannot be read ({e.strerror or e})") from None
     with f:
-        for number, raw in enumerate(f, 1):
+        read = 0
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            read += len(raw)
+            if len(raw) > MAX_LINE_BYTES:
+                raise EvalError(f"{path} line {number}: longer than {MAX_LINE_BYTES // 2**20} "
+                                "MiB; give one poem a line")
+            if read > MAX_FILE_BYTES:
+                raise EvalError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; give a part "
+                                "of it (or --limit N, which reads the first N poems only)")
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
@@ -91,6 +107,9 @@ def iter_poems(path: str | os.PathLike) -> Iterator[Sample]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise EvalError(f"{path} line {number}: not JSON ({e.msg})") from None
+            except RecursionError:
+                raise EvalError(f"{path} line {number}: JSON nested too deeply; give one poem "
+                                "a line") from None
             yield parse_record(record, f"{path} line {number}")
 
 

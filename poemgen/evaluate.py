@@ -436,14 +436,16 @@ def run(args: argparse.Namespace) -> int:
         for path, poems in samples:
             rows.append(score(path, poems, args.crrd, pingshui,
                               training_lines=train_lines))
+    from poemgen.cli import emit  # standard output whose writes may fail (a full disk)
+
     for message in notes:
         print(f"poemgen: note: {message}", file=sys.stderr)
     if args.json:
         for row in rows:
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                              for k, v in row.items()}, ensure_ascii=False))
+            emit(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                             for k, v in row.items()}, ensure_ascii=False))
     else:
-        print(table(rows))
+        emit(table(rows))
     return 0
 
 

@@ -57,6 +57,9 @@ class Keyword:
     #                      None for a keyword the user gave
 
 
+MAX_VOCABULARY_BYTES = 16 * 2**20  # the curated vocabulary is 30 KB
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """The words CLIP chooses from, each with its category.
@@ -70,8 +73,16 @@ class Vocabulary:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Vocabulary":
+        """The vocabulary of a file, read up to MAX_VOCABULARY_BYTES (a device such as
+        /dev/zero, or an endless pipe, cannot fill the memory)."""
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, "rb") as file:
+                data = file.read(MAX_VOCABULARY_BYTES + 1)
+            if len(data) > MAX_VOCABULARY_BYTES:
+                raise VocabularyError(f"vocabulary '{path}': larger than "
+                                      f"{MAX_VOCABULARY_BYTES // 2**20} MiB; pass a vocabulary "
+                                      "file of WORD<TAB>CATEGORY lines")
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise VocabularyError(f"vocabulary '{path}': cannot be read ({e.__class__.__name__}: "
                                   f"{e}); pass a UTF-8 text file") from None

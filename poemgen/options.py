@@ -119,15 +119,23 @@ def parse_given(given) -> tuple[str | None, ...]:
     return tuple(lines)
 
 
+MAX_LINES = max(lines for lines, _ in FORM_NAMES.values())
+_LINE_NUMBER = re.compile(r"\s*0*([1-9][0-9]*)\s*")  # ASCII: isdigit() takes ², int() does not
+
+
 def given_from(begin: str | None, pinned: list[str] | None) -> tuple[str | None, ...]:
     """Given lines from the CLI's `--begin "TEXT，TEXT"` (the first lines) and `--line N=TEXT`
-    (line N, from 1)."""
+    (line N, from 1 to MAX_LINES)."""
     lines = list(parse_given(begin or ""))
     for item in pinned or []:
         number, sep, text = item.partition("=")
-        if not sep or not number.strip().isdigit() or int(number) < 1 or not text.strip():
+        digits = _LINE_NUMBER.fullmatch(number)
+        if not sep or not digits or not text.strip():
             raise OptionsError(f"--line {item}: write it as N=TEXT, e.g. --line 2=疑是地上霜")
-        n, text = int(number), text.strip()
+        if len(digits[1]) > len(str(MAX_LINES)) or int(digits[1]) > MAX_LINES:
+            raise OptionsError(f"--line {item}: a poem has at most {MAX_LINES} lines; give N "
+                               f"from 1 to {MAX_LINES}")
+        n, text = int(digits[1]), text.strip()
         lines.extend([None] * (n - len(lines)))
         if lines[n - 1] not in (None, text):
             raise OptionsError(f"--line {item}: line {n} is already given as {lines[n - 1]}")

@@ -336,6 +336,11 @@ def check(text: str, rhyme: str = "xinyun", tones: str = "loose",
     """
     if not isinstance(text, str):
         raise ProsodyError(f"check needs the poem as text (a str), got {type(text).__name__}")
+    try:
+        text.encode("utf-8")  # lone surrogates: undecodable bytes of an argument or file name
+    except UnicodeEncodeError:
+        raise ProsodyError("the poem holds bytes that are not UTF-8 (a command-line argument "
+                           "in another encoding?); give it as UTF-8 text") from None
     _check_tone_mode(tones)
     if rhyme != "none" and rhyme not in RHYME_SYSTEMS:
         raise ProsodyError(f"unknown rhyme system '{rhyme}' "

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -150,6 +151,95 @@ def test_a_line_cut_short_is_dropped_and_its_image_written_again(tiny, tmp_path,
     assert Counter(r["image"] for r in records(out)) == Counter(str(p) for p in paths)
 
 
+@pytest.mark.parametrize("content", [
+    b"My notes\nDay 1\n",                                   # a user's text file
+    b"My notes",                                              # one line, no line break
+    b'{"id": 1, "text": "x"}\n{"other": "tool"}\n',         # another tool's JSON lines
+    b'{"image": "a.jpg", "caption": "x"}\n',                 # … even with an image field
+    b'{"id": 1}\n{"image": "p.jpg", "keyw',                  # ending like a cut-short line
+    b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8,             # a photo given as --out
+], ids=["text", "text-no-newline", "jsonl", "jsonl-image", "jsonl-cut", "binary"])
+def test_an_out_file_that_is_not_poemgen_output_is_refused_and_kept(tiny, tmp_path, capsys,
+                                                                     photo, content):
+    out = tmp_path / "notes.txt"
+    out.write_bytes(content)
+    code, stdout, err = run(capsys, photo, "--out", out, "--clip", tiny.clip, "--keywords-only")
+    assert code == 1 and stdout == "" and err.count("\n") == 1
+    assert "is not the output of a `poemgen --out` run" in err and "nothing in it was" in err
+    assert out.read_bytes() == content
+
+
+def test_only_the_lines_a_kill_cut_short_are_dropped(tiny, tmp_path, capsys):
+    """A process of a multi-process run that died mid-line leaves a cut line inside the file
+    (the next line starts on a line of its own); it goes with the cut last line, and the
+    whole records stay, as they were."""
+    paths = photo_folder(tmp_path / "photos", 3)
+    out = tmp_path / "poems.jsonl"
+    args = (tmp_path / "photos", "--out", out, "--clip", tiny.clip, "--keywords-only")
+    assert run(capsys, *args)[0] == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0][:5] + "\n" + lines[0] + lines[1] + lines[2][:30])
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "dropped 2 incomplete line(s)" in err
+    assert out.read_text().splitlines(keepends=True)[:2] == lines[:2]
+    assert Counter(r["image"] for r in records(out)) == Counter(str(p) for p in paths)
+
+
+def test_a_name_that_is_not_utf8_is_written_losslessly_and_resumed(tiny, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = make_photo(folder / "good.jpg")
+    odd = os.fsdecode(os.fsencode(folder) + b"/z\xe9.jpg")  # Latin-1 é: not UTF-8
+    make_photo(odd, colour=(200, 10, 10))
+    out = tmp_path / "poems.jsonl"
+    args = (folder, "--out", out, "--clip", tiny.clip, "--keywords-only")
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    text = out.read_bytes().decode("utf-8")  # the file stays UTF-8 …
+    assert "z\\udce9.jpg" in text  # … with the byte as its surrogate escape
+    assert sorted(r["image"] for r in records(out)) == sorted([str(good), odd])
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "2 of 2 images already" in err
+
+    code, stdout, err = run(capsys, odd, "--clip", tiny.clip, "--keywords-only", "--json")
+    assert code == 0 and json.loads(stdout)["image"] == odd
+    code, stdout, err = run(capsys, odd, "--clip", tiny.clip, "--keywords-only")
+    assert code == 0 and stdout.startswith(f"{folder}/z\\udce9.jpg\n关键词")
+
+
+def test_what_is_not_a_regular_file_is_an_error_line_and_never_read(tiny, tmp_path, capsys):
+    """A FIFO named like a photo used to be opened and waited on forever; a device read to its
+    end (/dev/zero: until memory ran out). Each is now one error line, unread, and the photo
+    beside them gets its poem; so does a resumed run, which skips them."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = make_photo(folder / "good.jpg")
+    fifo = folder / "f.jpg"
+    os.mkfifo(fifo)
+    (folder / "null.jpg").symlink_to("/dev/null")
+    with open(folder / "huge.tif", "wb") as huge:  # sparse: no disk, no time
+        huge.truncate(513 * 2**20)
+    # Were the FIFO opened, this writer would end the wait (an empty read) rather than hang.
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True)
+    writer.start()
+    try:
+        out = tmp_path / "poems.jsonl"
+        args = (folder, "--out", out, "--clip", tiny.clip, "--keywords-only")
+        code, _, err = run(capsys, *args)
+        assert code == 1 and "Traceback" not in err
+        by_image = {r["image"]: r for r in records(out)}
+        assert by_image[str(good)]["keywords"]
+        for name in ("f.jpg", "null.jpg"):
+            assert "is not a regular file" in by_image[str(folder / name)]["error"]
+        assert "is larger than 512 MiB" in by_image[str(folder / "huge.tif")]["error"]
+        assert err.count("poemgen: error:") == 3
+        code, _, err = run(capsys, *args)
+        assert code == 0 and "4 of 4 images already" in err
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer go
+        writer.join()
+
+
 def cli(*args):
     return [sys.executable, "-m", "poemgen", *map(str, args)]
 
@@ -227,3 +317,37 @@ def test_a_failing_batch_is_retried_smaller_and_only_the_failing_photo_is_an_err
         lines[str(poisoned)]["error"]
     assert all("lines" in lines[str(p)] for p in paths)
     assert err.count("poemgen: error:") == 1 and "Traceback" not in err
+
+
+def test_a_photo_whose_decoding_raises_anything_is_one_error_line(tiny, tmp_path, capsys,
+                                                                   monkeypatch):
+    """Injected: the decoder fails on one photo with an exception poemgen does not expect (as
+    Pillow's EXIF parsing once raised struct.error); the batch goes on without it."""
+    import struct
+
+    from poemgen.pipeline import Pipeline
+
+    paths = photo_folder(tmp_path / "photos", 4)
+    real = Pipeline.load_photo
+
+    def load_photo(self, image, *, name=None, **kwargs):
+        if name == str(paths[1]):
+            struct.unpack(">I", b"\x00")  # raises struct.error
+        return real(self, image, name=name, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "load_photo", load_photo)
+    out = tmp_path / "poems.jsonl"
+    code, _, err = run(capsys, tmp_path / "photos", "--out", out, "--clip", tiny.clip,
+                       "--poet", tiny.poet, "--batch-size", 4)
+    assert code == 1 and "Traceback" not in err
+    lines = {line["image"]: line for line in records(out)}
+    assert lines[str(paths[1])]["error"] == (
+        f"{paths[1]}: could not be decoded (struct.error: unpack requires a buffer of 4 bytes); "
+        "re-export it (and report the error to poemgen)")
+    assert all("lines" in lines[str(p)] for p in paths if p != paths[1])
+    assert err.count("poemgen: error:") == 1
+
+    code, stdout, err = run(capsys, *paths, "--clip", tiny.clip, "--poet", tiny.poet, "--json")
+    assert code == 1 and err.count("\n") == 1 and "struct.error" in err
+    assert [json.loads(line)["image"] for line in stdout.splitlines()] == \
+        [str(p) for p in paths if p != paths[1]]

@@ -1,6 +1,8 @@
+import contextlib
 import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -75,7 +77,7 @@ def test_a_seeded_photo_gets_its_poem_whatever_else_is_in_the_run(tiny, photo, t
 @pytest.mark.parametrize("seed", ["-1", str(2**64)])
 def test_a_seed_out_of_range_is_one_line(photo, capsys, seed):
     code, _, err = run(capsys, "--keywords", "明月", "--seed", seed)
-    assert code == 1 and "seed must be a whole number from 0 to 2**64-1" in err
+    assert code == 2 and "seed must be a whole number from 0 to 2**64-1" in err
     assert err.count("\n") == 1
 
 
@@ -170,7 +172,7 @@ def test_imitate_needs_a_title_poet(tiny, photo, capsys):
 @pytest.mark.parametrize("bad", [["--hint", "moon"], ["--imitate", "Li Bai"]])
 def test_hint_and_imitate_must_be_chinese(photo, capsys, bad):
     code, out, err = run(capsys, photo, *bad)
-    assert code == 1 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+    assert code == 2 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_hint_steers_the_lines_poet(tiny, photo, capsys):
@@ -265,6 +267,18 @@ def test_malformed_vocabulary_names_file_and_line(tiny, photo, tmp_path, capsys)
     assert code == 1 and f"{vocab}:2:" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_vocabulary_is_read_up_to_its_limit(tiny, photo, capsys, monkeypatch):
+    """--vocab /dev/zero was read until memory ran out (the limit made small here)."""
+    from poemgen import keywords
+
+    monkeypatch.setattr(keywords, "MAX_VOCABULARY_BYTES", 2**20)
+    code, out, err = run(capsys, photo, "--clip", tiny.clip, "--keywords-only", "--vocab",
+                         "/dev/zero")
+    assert code == 1 and out == "" and err == (
+        "poemgen: error: vocabulary '/dev/zero': larger than 1 MiB; pass a vocabulary file of "
+        "WORD<TAB>CATEGORY lines\n")
+
+
 def test_own_vocabulary_is_used(tiny, photo, tmp_path, capsys):
     vocab = tmp_path / "mine.txt"
     vocab.write_text("明月\t天象\n孤舟\t建筑器物\n寒梅\t草木\n", encoding="utf-8")
@@ -279,7 +293,18 @@ def test_own_vocabulary_is_used(tiny, photo, tmp_path, capsys):
                                  ["--temperature", "nan"], ["--top-p", "nan"]])
 def test_bad_sampling_options_are_one_line(photo, capsys, bad):
     code, out, err = run(capsys, photo, *bad)
-    assert code == 1 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+    assert code == 2 and err.startswith("poemgen: error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["2=疑是地上霜", "²=床前明月光"], "--line ²=床前明月光: write it as N=TEXT"),  # isdigit, not int
+    (["99999999999=床前明月光"], "a poem has at most 8 lines; give N from 1 to 8"),  # was 4.7 GB+
+    (["9" * 5000 + "=床前明月光"], "a poem has at most 8 lines"),  # more digits than int() takes
+    (["1=床前明月光", "1=疑是地上霜"], "line 1 is already given as 床前明月光"),
+])
+def test_bad_given_lines_are_usage_errors(capsys, lines, message):
+    code, out, err = run(capsys, "--keywords", "明月", *[f"--line={x}" for x in lines])
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
 
 
 def test_the_smallest_temperature_writes(tiny, capsys):
@@ -323,6 +348,60 @@ def test_categories_choose_where_keywords_come_from(tiny, photo, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "must be a port from 1 to 65535, got 70000"),
+    (["--port", "-1"], "must be a port from 1 to 65535, got -1"),
+    (["--max-upload-mb", "nan"], "must be a number of MiB from 0.001 to 1048576, got nan"),
+    (["--max-upload-mb", "inf"], "must be a number of MiB from 0.001 to 1048576, got inf"),
+    (["--max-upload-mb", "0"], "must be a number of MiB"),
+    (["--rate", "nan"], "must be requests per minute from 0 (no limit) to 1000000, got nan"),
+    (["--rate", "-5"], "must be requests per minute"),
+])
+def test_serve_refuses_bad_limits_as_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as usage:
+        main(["serve", *argv])
+    err = capsys.readouterr().err
+    assert usage.value.code == 2 and message in err and "Traceback" not in err
+
+
+# --- a full disk: one line and a non-zero exit, never a traceback --------------------------------
+
+@contextlib.contextmanager
+def full_stdout(monkeypatch):
+    """Standard output on a device that is always full, as `> /dev/full` makes it (set in the
+    test itself: pytest sets its own capture again when a test starts)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "wb") as device:
+        monkeypatch.setattr("sys.stdout", io.TextIOWrapper(device, encoding="utf-8"))
+        yield
+
+
+def test_check_into_a_full_disk_is_one_line(monkeypatch, capsys):
+    with full_stdout(monkeypatch):
+        assert main(["check", DENG_GUAN_QUE_LOU]) == 1
+    assert capsys.readouterr().err == ("poemgen: error: cannot write to standard output (No "
+                                       "space left on device); free some space or send the "
+                                       "output elsewhere\n")
+
+
+def test_poems_into_a_full_disk_are_one_line(tiny, monkeypatch, capsys):
+    with full_stdout(monkeypatch):
+        assert main(["--keywords", "明月", "--poet", tiny.poet, "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write to standard output (No space left" in err
+
+
+@pytest.mark.parametrize("out", ["/dev/full", "-"])
+def test_out_into_a_full_disk_is_one_line(tiny, photo, monkeypatch, capsys, out):
+    with full_stdout(monkeypatch):
+        assert main([str(photo), "--clip", tiny.clip, "--keywords-only", "--out", out]) == 1
+    err = capsys.readouterr().err
+    where = "- (standard output)" if out == "-" else out
+    assert f"poemgen: error: --out {where} cannot be written (No space left on device)" in err
+    assert "Traceback" not in err
+
+
 # --- poemgen check as a filter --------------------------------------------------------------------
 
 # 登鹳雀楼 with 九 for 一: 一 is 平 by its citation tone, so 更上一层楼 ends 三平尾 under 新韵
@@ -345,6 +424,14 @@ def test_check_names_the_variant_a_line_uses(capsys):
     assert [line["variant"] for line in result["lines"]][:2] == ["出句拗", "对句救"]
 
 
+def test_check_of_a_poem_that_is_not_utf8_is_one_line(capsys):
+    poem = os.fsdecode("白日依山尽，黄河入海流。".encode("gbk"))  # as argv holds GBK bytes
+    assert main(["check", poem]) == 1
+    assert capsys.readouterr().err == ("poemgen: error: the poem holds bytes that are not UTF-8 "
+                                       "(a command-line argument in another encoding?); give it "
+                                       "as UTF-8 text\n")
+
+
 def test_check_reads_a_file_of_poems(tmp_path, capsys):
     poems = tmp_path / "poems.txt"
     poems.write_text(f"{DENG_GUAN_QUE_LOU}\n\n白日依山尽，\n黄河入海天。\n欲穷千里目，\n更上九层楼。\n",
@@ -355,10 +442,40 @@ def test_check_reads_a_file_of_poems(tmp_path, capsys):
     assert [line["text"] for line in reports[1]["lines"]][1] == "黄河入海天"
 
 
+def stdin_of(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
 def test_check_reads_standard_input(monkeypatch, capsys):
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"{DENG_GUAN_QUE_LOU}\n\n{DENG_GUAN_QUE_LOU}\n"))
+    stdin_of(monkeypatch, f"{DENG_GUAN_QUE_LOU}\n\n{DENG_GUAN_QUE_LOU}\n".encode())
     assert main(["check", "-"]) == 0
     assert capsys.readouterr().out.count("\nok\n") == 2
+
+
+@pytest.mark.parametrize("data", [bytes(random.Random(0).randrange(256) for _ in range(3000)),
+                                  "床前明月光，疑是地上霜。".encode("gbk")], ids=["binary", "gbk"])
+def test_check_of_standard_input_that_is_not_utf8_is_one_line(monkeypatch, capsys, data):
+    stdin_of(monkeypatch, data)
+    assert main(["check", "-"]) == 1
+    err = capsys.readouterr().err
+    assert err == "poemgen: error: cannot read standard input (it is not UTF-8 text); give " \
+                  "UTF-8 text of poems separated by blank lines\n"
+
+
+def test_check_reads_no_more_than_its_limit(monkeypatch, capsys, tmp_path):
+    """/dev/zero on standard input was read until memory ran out; a file as large fails too."""
+    from poemgen import cli
+
+    monkeypatch.setattr(cli, "MAX_CHECK_BYTES", 2**20)
+    with open("/dev/zero", "rb") as zeros:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(zeros))
+        assert main(["check", "-"]) == 1
+    big = tmp_path / "poems.txt"
+    big.write_text(f"{DENG_GUAN_QUE_LOU}\n\n" * 15000, encoding="utf-8")
+    assert main(["check", str(big)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"poemgen: error: {where} is larger than 1 MiB; check the poems a part at a time"
+        for where in ("standard input", big)]
 
 
 @pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00bad", "cannot read"),

@@ -266,6 +266,40 @@ def test_not_utf8_is_one_line(tmp_path, capsys):
     assert code == 1 and "line 2: not UTF-8" in err and err.count("\n") == 1
 
 
+def test_a_lone_surrogate_in_a_poem_is_one_line_naming_it(tmp_path, capsys):
+    path = tmp_path / "poems.jsonl"
+    path.write_text('{"lines": ["\\udcff白日依山尽"]}\n')
+    code, out, err = run(capsys, path)
+    assert code == 1 and out == "" and err == (
+        f"poemgen: error: {path} line 1: the poem holds a lone surrogate escape (\\udc..), "
+        "not text\n")
+
+
+def test_json_nested_too_deeply_is_one_line(tmp_path, capsys):
+    path = tmp_path / "poems.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    code, out, err = run(capsys, path)
+    assert code == 1 and out == ""
+    assert err == f"poemgen: error: {path} line 1: JSON nested too deeply; give one poem a line\n"
+
+
+def test_reads_are_bounded(tmp_path, capsys, monkeypatch):
+    """/dev/zero (one endless line) was read until memory ran out, and so would an endless
+    stream of lines; both limits are checked here made small."""
+    from poemgen import corpus
+
+    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 2**20)
+    code, _, err = run(capsys, "/dev/zero")
+    assert code == 1 and err == ("poemgen: error: /dev/zero line 1: longer than 1 MiB; give one "
+                                 "poem a line\n")
+    monkeypatch.setattr(corpus, "MAX_FILE_BYTES", 2**20)
+    path = write_jsonl(tmp_path / "many.jsonl", [{"lines": DENG}] * 20_000)
+    code, _, err = run(capsys, path)
+    assert code == 1 and err.count("\n") == 1 and f"{path}: larger than 1 MiB" in err
+    code, out, err = run(capsys, path, "--limit", 10, "--json")  # the first poems still count
+    assert code == 0 and json.loads(out)["poems"] == 10
+
+
 def test_an_explicit_crrd_that_is_missing_is_an_error(tmp_path, capsys):
     a = write_jsonl(tmp_path / "a.jsonl", [{"lines": DENG}])
     code, _, err = run(capsys, a, "--crrd", tmp_path / "nowhere")

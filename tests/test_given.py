@@ -128,9 +128,9 @@ def test_cli_begin_continues_the_first_line(tiny, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--line", "x=明月照孤舟"], "--line x=明月照孤舟: write it as N=TEXT"),
     (["--begin", "明月照孤"], "given line 1 明月照孤: has 4 characters"),
-    (["--line", "9=明月照孤舟"], "line 9 is given, but the poem has 8 lines"),
+    (["--line", "9=明月照孤舟"], "--line 9=明月照孤舟: a poem has at most 8 lines"),
 ])
 def test_cli_bad_given_lines_are_one_line(tiny, capsys, argv, message):
     code = main(["--keywords", "明月", "--poet", tiny.poet, *argv])
     err = capsys.readouterr().err
-    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
