@@ -94,7 +94,7 @@ def write_all(pipeline: Pipeline, paths: list[str], options: PoemOptions,
                 images.append(image)
         yield from failed
         if images:
-            yield from _written(pipeline, readable, images, options, keywords)
+            yield from write_outcomes(pipeline, readable, images, options, keywords)
 
 
 def read_photo(path: str) -> bytes:
@@ -130,14 +130,21 @@ def _read(pipeline: Pipeline, path: str) -> tuple[Outcome, object]:
         data = read_photo(path)
     except ImageLoadError as e:
         return Outcome(path, None, error=str(e)), None
-    digest = hashlib.sha256(data).hexdigest()
+    outcome = Outcome(path, hashlib.sha256(data).hexdigest())
+    return outcome, decode(pipeline, outcome, data, path)
+
+
+def decode(pipeline: Pipeline, outcome: Outcome, source, name: str):
+    """`source` (bytes or an image) decoded for CLIP, or None with `outcome.error` set: one
+    bad photo is one error, whatever the decoder raises."""
     try:
-        return Outcome(path, digest), pipeline.load_photo(data, name=path)
+        return pipeline.load_photo(source, name=name)
     except ImageLoadError as e:
-        return Outcome(path, digest, error=str(e)), None
+        outcome.error = str(e)
     except Exception as error:  # noqa: BLE001 - a decoder's bug on one photo stops no batch
-        return _failed(Outcome(path, digest), "could not be decoded", error,
-                       "; re-export it (and report the error to poemgen)"), None
+        _failed(outcome, "could not be decoded", error,
+                "; re-export it (and report the error to poemgen)")
+    return None
 
 
 def _failed(outcome: Outcome, what: str, error: Exception, advice: str = "") -> Outcome:
@@ -151,8 +158,8 @@ def _failed(outcome: Outcome, what: str, error: Exception, advice: str = "") -> 
     return outcome
 
 
-def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options: PoemOptions,
-             keywords: list[str] | None) -> Iterator[Outcome]:
+def write_outcomes(pipeline: Pipeline, outcomes: list[Outcome], images: list,
+                   options: PoemOptions, keywords: list[str] | None) -> Iterator[Outcome]:
     """`outcomes` with their poems. A batch that fails in the models (out of memory, a model
     error) is written again in halves, down to one photo; a photo that fails alone gets an
     error line with the reason, and the run goes on. A user's error (PoemgenError) still stops
@@ -168,8 +175,8 @@ def _written(pipeline: Pipeline, outcomes: list[Outcome], images: list, options:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # an out-of-memory batch leaves its blocks cached
         half = len(images) // 2
-        yield from _written(pipeline, outcomes[:half], images[:half], options, keywords)
-        yield from _written(pipeline, outcomes[half:], images[half:], options, keywords)
+        yield from write_outcomes(pipeline, outcomes[:half], images[:half], options, keywords)
+        yield from write_outcomes(pipeline, outcomes[half:], images[half:], options, keywords)
         return
     for outcome, poem in zip(outcomes, poems):
         outcome.poem = poem

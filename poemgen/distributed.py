@@ -52,8 +52,7 @@ class PoemWriter:
         self.keywords = list(keywords) if keywords else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from poemgen.batch import Outcome, _written
-        from poemgen.images import ImageLoadError
+        from poemgen.batch import Outcome, decode, write_outcomes
 
         if "bytes" not in batch and "image" not in batch:
             raise ValueError(f"PoemWriter needs a 'bytes' or 'image' column, got "
@@ -63,23 +62,22 @@ class PoemWriter:
         paths = [str(p) for p in batch["path"]] if "path" in batch else [None] * count
         outcomes, readable, images = [], [], []
         for i, path in enumerate(paths):
-            name = path or f"row {i}"
             if "bytes" in batch:
-                data = bytes(batch["bytes"][i])
-                outcome = Outcome(path, hashlib.sha256(data).hexdigest())
-                source = data
+                source = bytes(batch["bytes"][i])
+                outcome = Outcome(path, hashlib.sha256(source).hexdigest())
             else:
                 from PIL import Image
 
-                outcome, source = Outcome(path, None), Image.fromarray(np.asarray(batch["image"][i]))
+                source = Image.fromarray(np.asarray(batch["image"][i]))
+                outcome = Outcome(path, None)
             outcomes.append(outcome)
-            try:
-                images.append(self.pipeline.load_photo(source, name=name))
+            image = decode(self.pipeline, outcome, source, path or f"row {i}")
+            if image is not None:
                 readable.append(outcome)
-            except ImageLoadError as e:
-                outcome.error = str(e)
+                images.append(image)
         if images:
-            for _ in _written(self.pipeline, readable, images, self.options, self.keywords):
+            for _ in write_outcomes(self.pipeline, readable, images, self.options,
+                                    self.keywords):
                 pass  # each outcome is filled in place
         return columns([outcome.to_dict() for outcome in outcomes])
 
