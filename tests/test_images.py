@@ -492,7 +492,8 @@ DAMAGED_EXIF = b"Exif\x00\x00MM\x00*\x00\x00"
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
-@pytest.mark.parametrize("exif", [DAMAGED_EXIF, b"Exif\x00\x00XX", b"MM\x00*\x00\x00\x00\x08\x00\x05"])
+@pytest.mark.parametrize("exif", [DAMAGED_EXIF, b"Exif\x00\x00XX",
+                                  b"MM\x00*\x00\x00\x00\x08\x00\x05"])
 def test_a_damaged_exif_block_is_ignored(fmt: str, exif: bytes) -> None:
     data = encoded(Image.new("RGB", (40, 20), (0, 128, 0)), fmt, exif=exif)
     image = load_image(data, name="damaged")
