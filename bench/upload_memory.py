@@ -1,17 +1,22 @@
-"""The server's memory under a burst of huge-but-small uploads: 20 PNGs of 6300×6300 at once.
+"""The server's memory under bursts of small-but-huge uploads: 20 of one file at once.
 
-    python bench/upload_memory.py                    # this checkout's server, about 3 minutes
+    python bench/upload_memory.py                    # this checkout's server, about 15 minutes
     python bench/upload_memory.py --baseline DIR     # also a server run from another checkout
+    python bench/upload_memory.py --uploads rgb gif  # only these uploads
 
-A PNG of smooth colour compresses a 40-megapixel photo into about 100 KB, so it passes the
-upload limit (10 MB) and the pixel limit (40 M) and yet decodes to 119 MB. Each row starts
-`poemgen serve` in a fresh process (Chinese-CLIP ViT-B/16 shapes with random weights, built
-from a config, and the shipped poet), answers one ordinary photo to warm it, measures its
-resident memory idle, then sends the 20 uploads at once and samples `/proc/PID/status` every
-10 ms until all are answered. "peak above idle" is the row's number; "after" is the resident
-size 2 s after the burst (memory the allocator keeps). With `--baseline DIR`, a row runs the
-server of the checkout in DIR (for example `git worktree add DIR <commit>`), the same way.
-Linux only. Prints a Markdown table.
+Each upload is a few bytes to a few hundred KB, passes the upload limit (10 MB) and the pixel
+limit (40 M), and yet asks for much more memory: a 6300×6300 RGB PNG of smooth colour (about
+100 KB) decodes to 151 MiB; a 100-byte 5000×1 PNG made CLIP's processor build a 1,120,000×224
+image; a 43-byte GIF declares a 6300×6300 screen around one 1×1 frame; a palette PNG with
+transparency and a 16-bit grey PNG used to be converted at full size (RGBA, float64) before
+they were reduced. Each row starts `poemgen serve` in a fresh process (Chinese-CLIP ViT-B/16
+shapes with random weights, built from a config, and the shipped poet), answers one ordinary
+photo to warm it, measures its resident memory idle, then sends the 20 uploads at once and
+samples `/proc/PID/status` every 10 ms until all are answered. "peak above idle" is the row's
+number; "after" is the resident size 2 s after the burst (memory the allocator keeps). With
+`--baseline DIR`, each upload also runs on the server of the checkout in DIR (for example
+`git archive COMMIT | tar -x -C DIR`), the same way. The first row also computes CLIP's
+vocabulary embeddings (10 minutes or more on 2 cores). Linux only. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import mimetypes
 import os
 import shlex
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -36,18 +43,67 @@ SIDE = 6300
 REPO = Path(__file__).resolve().parent.parent
 
 
-def huge_png() -> bytes:
-    """A 6300×6300 RGB PNG of smooth gradients: about 100 KB on disk, 119 MB decoded."""
+def _png(pixels, **params) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    (pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)).save(
+        buffer, "PNG", optimize=True, **params)
+    return buffer.getvalue()
+
+
+def rgb_png() -> bytes:
+    """A 6300×6300 RGB PNG of smooth gradients: about 100 KB on disk, 151 MiB decoded."""
+    import numpy as np
+
+    ramp = np.linspace(0, 255, SIDE, dtype=np.float32)
+    return _png(np.stack([np.broadcast_to(ramp, (SIDE, SIDE)),
+                          np.broadcast_to(ramp[:, None], (SIDE, SIDE)),
+                          np.full((SIDE, SIDE), 90, np.float32)], axis=-1).astype(np.uint8))
+
+
+def thin_png() -> bytes:
+    """A 100-byte 5000×1 PNG: 5,000 pixels, which CLIP's processor would make 1,120,000×224."""
+    from PIL import Image
+
+    return _png(Image.new("RGB", (5000, 1), (40, 90, 160)))
+
+
+def screen_gif() -> bytes:
+    """A 43-byte GIF: a 6300×6300 screen (38 MiB of palette indices) around a transparent
+    1×1 frame."""
+    return (b"GIF89a" + struct.pack("<HHBBB", SIDE, SIDE, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+            + b"!\xf9\x04\x01\0\0\0\0" + b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+            + b"\x02\x02\x44\x01\x00;")
+
+
+def palette_png() -> bytes:
+    """A 6300×6300 palette PNG with a transparent colour, each row one colour: about 40 KB."""
     import numpy as np
     from PIL import Image
 
-    ramp = np.linspace(0, 255, SIDE, dtype=np.float32)
-    pixels = np.stack([np.broadcast_to(ramp, (SIDE, SIDE)),
-                       np.broadcast_to(ramp[:, None], (SIDE, SIDE)),
-                       np.full((SIDE, SIDE), 90, np.float32)], axis=-1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
+    rows = (np.arange(SIDE) * 256 // SIDE).astype(np.uint8)
+    image = Image.fromarray(np.broadcast_to(rows[:, None], (SIDE, SIDE)).copy(), "L").convert("P")
+    image.putpalette([value for i in range(256) for value in (i, 255 - i, 90)])
+    return _png(image, transparency=0)
+
+
+def grey16_png() -> bytes:
+    """A 6300×6300 16-bit grey PNG of a smooth ramp: about 90 KB."""
+    import numpy as np
+
+    ramp = (np.arange(SIDE, dtype=np.uint32) * 65535 // SIDE).astype(np.uint16)
+    return _png(np.broadcast_to(ramp, (SIDE, SIDE)).copy())
+
+
+# name → (label, file maker, file name)
+UPLOAD_KINDS = {
+    "rgb": ("6300×6300 RGB PNG", rgb_png, "huge.png"),
+    "thin": ("5000×1 PNG", thin_png, "thin.png"),
+    "gif": ("GIF, 6300×6300 screen, 1×1 frame", screen_gif, "screen.gif"),
+    "palette": ("6300×6300 palette PNG with transparency", palette_png, "palette.png"),
+    "grey16": ("6300×6300 16-bit grey PNG", grey16_png, "grey16.png"),
+}
 
 
 def resident_bytes(pid: int) -> int:
@@ -82,28 +138,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def burst(url: str, png: bytes) -> list[tuple[int, float]]:
+async def burst(url: str, data: bytes, filename: str) -> list[tuple[int, float]]:
     """`UPLOADS` uploads at once; each answer's status and seconds."""
     import httpx
 
     async def one(client, i: int) -> tuple[int, float]:
         start = time.perf_counter()
-        response = await client.post(url, files={"image": (f"huge{i}.png", png, "image/png")})
+        response = await client.post(url, files={"image": (f"{i}-{filename}", data,
+                                                           mimetypes.guess_type(filename)[0])})
         return response.status_code, time.perf_counter() - start
 
     async with httpx.AsyncClient(timeout=600) as client:
         return await asyncio.gather(*(one(client, i) for i in range(UPLOADS)))
 
 
-def run_row(source: Path, clip: Path, home: Path, png: bytes, photo: bytes,
-            extra: list[str]) -> dict:
+def run_row(source: Path, clip: Path, home: Path, data: bytes, filename: str,
+            photo: bytes) -> dict:
     import httpx
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(source), "POEMGEN_HOME": str(home),
            "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "poemgen", "serve", "--clip", str(clip), "--poet", "mini",
-               "--device", "cpu", "--port", str(port), "--rate", "0", *extra]
+               "--device", "cpu", "--port", str(port), "--rate", "0"]
     server = subprocess.Popen(command, env=env, cwd=source, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -123,7 +180,7 @@ def run_row(source: Path, clip: Path, home: Path, png: bytes, photo: bytes,
         idle = resident_bytes(server.pid)
         watch = PeakWatch(server.pid)
         start = time.perf_counter()
-        answers = asyncio.run(burst(f"{base}/v1/poems", png))
+        answers = asyncio.run(burst(f"{base}/v1/poems", data, filename))
         seconds = time.perf_counter() - start
         peak = watch.stop()
         time.sleep(2)
@@ -145,35 +202,36 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="also measure the server of the poemgen checkout in DIR")
+    p.add_argument("--uploads", nargs="+", choices=list(UPLOAD_KINDS), default=list(UPLOAD_KINDS),
+                   help="which uploads to send (default: all)")
     args = p.parse_args()
     if not Path("/proc/self/status").is_file():
         p.error("this benchmark reads /proc: Linux only")
-    rows_to_run = [(f"this checkout ({REPO.name})", REPO, []),
-                   ("this checkout, --decoding-pixels 40000000", REPO,
-                    ["--decoding-pixels", "40000000"])]
+    servers = [("now", REPO)]
     if args.baseline:
-        rows_to_run.insert(0, (f"baseline ({args.baseline})", args.baseline.resolve(), []))
+        servers.insert(0, (f"baseline ({args.baseline.name})", args.baseline.resolve()))
     print(f"- command: `{shlex.join(['python', 'bench/upload_memory.py', *sys.argv[1:]])}`")
-    png = huge_png()
-    print(f"- {UPLOADS} concurrent uploads of one {SIDE}×{SIDE} RGB PNG of {len(png) / 1024:.0f} "
-          f"KB ({SIDE * SIDE * 3 / 2**20:.0f} MiB decoded)", flush=True)
+    print(f"- {UPLOADS} concurrent uploads of one file per row; default server limits")
     rows = []
     with tempfile.TemporaryDirectory(prefix="poemgen-bench-") as tmp_name:
         tmp = Path(tmp_name)
         log("building Chinese-CLIP ViT-B/16 shapes with random weights")
         build_clip(tmp / "clip")
         photo = make_photo(tmp / "photo.jpg", seed=0).read_bytes()
-        for label, source, extra in rows_to_run:
-            log(f"row: {label}")
-            row = run_row(source, tmp / "clip", tmp / "home", png, photo, extra)
-            codes = ", ".join(f"{n}× {status}" for status, n in sorted(row["codes"].items()))
-            log(f"{label}: peak {mib(row['peak'] - row['idle'])} above idle; {codes}")
-            rows.append([label, mib(row["idle"]), mib(row["peak"]),
-                         f"**{mib(row['peak'] - row['idle'])}**", mib(row["after"]), codes,
-                         f"{row['seconds']:.1f}"])
+        for kind in args.uploads:
+            label, make, filename = UPLOAD_KINDS[kind]
+            data = make()
+            for server, source in servers:
+                log(f"row: {label}, {server}")
+                row = run_row(source, tmp / "clip", tmp / "home", data, filename, photo)
+                codes = ", ".join(f"{n}× {status}" for status, n in sorted(row["codes"].items()))
+                log(f"{label}, {server}: peak {mib(row['peak'] - row['idle'])} above idle; {codes}")
+                rows.append([label, f"{len(data):,} B", server, mib(row["idle"]), mib(row["peak"]),
+                             f"**{mib(row['peak'] - row['idle'])}**", mib(row["after"]), codes,
+                             f"{row['seconds']:.1f}"])
     print()
-    print(md_table(["server", "idle", "peak", "peak above idle", "2 s after", "answers",
-                    "burst (s)"], rows))
+    print(md_table(["upload", "file", "server", "idle", "peak", "peak above idle", "2 s after",
+                    "answers", "burst (s)"], rows))
     return 0
 
 

@@ -479,8 +479,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-pixels", type=positive_int, default=40_000_000,
                         help="pixels in one photo (default 40,000,000)")
     limits.add_argument("--decoding-pixels", type=positive_int, default=80_000_000,
-                        help="pixels decoding at once across requests; a photo finding no "
-                             "room within 2 s gets 503 (default 80,000,000)")
+                        help="memory decoding at once across requests, in RGB pixels (4 bytes "
+                             "each); a photo finding no room within 2 s gets 503 "
+                             "(default 80,000,000)")
     limits.add_argument("--max-candidates", type=positive_int, default=8, help="default 8")
     limits.add_argument("--rate", type=rate_per_minute, default=30, metavar="PER_MINUTE",
                         help="requests per minute per client address, 0 for none (default 30)")

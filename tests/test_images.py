@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 from PIL import Image
 
 from poemgen.errors import PoemgenError
-from poemgen.images import (DecodeBudget, ImageBusyError, ImageLoadError, describe_source,
-                            load_image)
+from poemgen.images import (MAX_ASPECT, DecodeBudget, ImageBusyError, ImageLoadError,
+                            describe_source, load_image)
+from poemgen.pipeline import load
 
 
 def save(image: Image.Image, path: Path, **params: object) -> Path:
@@ -358,16 +360,72 @@ def test_a_pil_image_passed_in_is_reduced_without_being_touched() -> None:
 
 
 def test_the_decode_budget_turns_away_what_does_not_fit() -> None:
-    budget = DecodeBudget(pixels=100, wait_s=0.05)
-    data = encoded(Image.new("RGB", (8, 8)), "PNG")  # 64 pixels
-    with budget.reserve(60, "other"):
+    budget = DecodeBudget(pixels=100, wait_s=0.05)  # what decoding 100 RGB pixels takes
+    data = encoded(Image.new("RGB", (40, 40)), "PNG")
+    with budget.reserve(budget.bytes - 100, "other"):
         with pytest.raises(ImageBusyError) as caught:
             load_image(data, name="up.png", budget=budget)
         assert str(caught.value).startswith("up.png: ") and "try again" in str(caught.value)
-        assert load_image(encoded(Image.new("RGB", (5, 8)), "PNG"), budget=budget).size == (5, 8)
     assert budget.in_use == 0
-    assert load_image(encoded(Image.new("RGB", (20, 20)), "PNG"), budget=budget).size == (20, 20)
-    assert budget.in_use == 0  # an image larger than the whole budget decodes alone
+    assert load_image(data, budget=budget).size == (40, 40)  # larger than the budget: alone
+    assert budget.in_use == 0
+
+
+def test_the_decode_budget_counts_bytes_by_colour_mode() -> None:
+    """A palette or grey pixel decodes into 1 byte, an RGB one into 4: with 16 MB free, a
+    12-megapixel grey or palette PNG decodes, an RGB one of the same size waits."""
+    budget = DecodeBudget(pixels=5_000_000, wait_s=0.05)  # 20 MB
+    size = (4000, 3000)
+    palette = Image.new("RGB", size, (200, 30, 60)).convert("P", palette=Image.ADAPTIVE)
+    with budget.reserve(4_000_000, "other"):
+        for image in (Image.new("L", size, 90), palette):
+            assert load_image(encoded(image, "PNG"), budget=budget, min_side=224).size == (667, 500)
+        with pytest.raises(ImageBusyError):
+            load_image(encoded(Image.new("RGB", size), "PNG"), budget=budget, min_side=224)
+
+
+def gif_with_a_big_screen(side: int) -> bytes:
+    """A 43-byte GIF: a `side`×`side` logical screen holding one transparent 1×1 frame."""
+    return (b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+            + b"!\xf9\x04\x01\0\0\0\0" + b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+            + b"\x02\x02\x44\x01\x00;")
+
+
+def large_in_mode(kind: str) -> bytes:
+    size = (3584, 2688)
+    if kind == "GIF screen":
+        return gif_with_a_big_screen(2688)
+    if kind == "I;16":
+        return encoded(Image.new("I;16", size, 25700), "PNG")
+    if kind.startswith("P"):
+        palette = Image.new("RGB", size, (200, 30, 60)).convert("P", palette=Image.ADAPTIVE)
+        return encoded(palette, "PNG", **({"transparency": 0} if kind == "P, transparent" else {}))
+    return encoded(Image.new(kind, size), "PNG")
+
+
+@pytest.mark.parametrize("kind", ["P", "P, transparent", "GIF screen", "I;16", "RGBA", "LA",
+                                  "1", "RGB"])
+def test_no_full_size_converted_copy_is_made(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Palette, transparent and 16-bit photos are converted a strip at a time, not turned
+    into a full-size RGBA, float or RGB copy before they are reduced."""
+    data = large_in_mode(kind)
+    full = Image.open(io.BytesIO(data)).size
+    converted: list[tuple[int, int]] = []
+    convert = Image.Image.convert
+
+    def recording_convert(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        converted.append(self.size)
+        return convert(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", recording_convert)
+    image = load_image(data, min_side=224)
+    assert image.mode == "RGB" and min(image.size) == 448
+    assert max((w * h for w, h in converted), default=0) <= full[0] * full[1] // 8
+
+
+def test_a_gif_screen_larger_than_its_frame_is_white_where_transparent() -> None:
+    image = load_image(gif_with_a_big_screen(1000), min_side=224)
+    assert image.size == (500, 500) and pixel(image, (250, 250)) == (255, 255, 255)
 
 
 def test_a_waiting_decode_starts_when_room_is_freed() -> None:
@@ -377,7 +435,7 @@ def test_a_waiting_decode_starts_when_room_is_freed() -> None:
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with budget.reserve(100, "first"):
+        with budget.reserve(budget.bytes, "first"):
             held.set()
             release.wait(10)
 
@@ -388,3 +446,55 @@ def test_a_waiting_decode_starts_when_room_is_freed() -> None:
     assert load_image(encoded(Image.new("RGB", (8, 8)), "PNG"), budget=budget).size == (8, 8)
     thread.join()
     assert budget.in_use == 0
+
+
+# Thin images: refused, or cropped to what CLIP looks at
+
+
+@pytest.mark.parametrize("size", [(5000, 1), (1, 5000), (20000, 2), (21 * 30, 30)])
+def test_a_strip_is_refused_before_it_is_decoded(monkeypatch: pytest.MonkeyPatch,
+                                                 size: tuple[int, int]) -> None:
+    data = encoded(Image.new("RGB", size, (10, 20, 30)), "PNG")
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", lambda self: pytest.fail("decoded"))
+    error = assert_fails(data, "a strip rather than a photo", "<bytes>")
+    assert f"{size[0]}×{size[1]}" in str(error) and f"{MAX_ASPECT} times" in str(error)
+
+
+def test_a_wide_panorama_keeps_its_middle_for_clip() -> None:
+    """CLIP looks at a square: a 10:1 panorama gives it its middle 3:1 (red, with the blue
+    ends cut away), and only a photo for CLIP (`min_side`) is cropped."""
+    panorama = Image.new("RGB", (2000, 200), (0, 0, 255))
+    panorama.paste((255, 0, 0), (700, 0, 1300, 200))
+    data = encoded(panorama, "PNG")
+    middle = load_image(data, min_side=100)
+    assert middle.size == (600, 200)
+    assert {pixel(middle, (x, 100)) for x in (0, 300, 599)} == {(255, 0, 0)}
+    tall = load_image(encoded(panorama.transpose(Image.Transpose.ROTATE_90), "PNG"), min_side=100)
+    assert tall.size == (200, 600)
+    assert load_image(data).size == (2000, 200)
+
+
+def test_the_library_refuses_a_strip_and_bounds_a_panorama(tiny) -> None:
+    """`poemgen.load(...)`: a 208-byte 20000×2 PNG is one clear error rather than a
+    1,120,000×224 resize; a panorama reaches CLIP's processor at most 3:1."""
+    pipeline = load(tiny.clip, need_poet=False, device="cpu")
+    with pytest.raises(ImageLoadError, match="strip rather than a photo"):
+        pipeline.keywords(encoded(Image.new("RGB", (20000, 2)), "PNG"))
+    wide = pipeline.load_photo(encoded(noise((1900, 100)), "PNG"))
+    assert wide.size == (300, 100)
+    assert len(pipeline.keywords(wide, topk=3)) == 3
+
+
+# Damaged EXIF: the orientation is ignored and the photo goes on
+
+# An EXIF block cut off after its TIFF header: reading it raises struct.error in Pillow.
+DAMAGED_EXIF = b"Exif\x00\x00MM\x00*\x00\x00"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+@pytest.mark.parametrize("exif", [DAMAGED_EXIF, b"Exif\x00\x00XX",
+                                  b"MM\x00*\x00\x00\x00\x08\x00\x05"])
+def test_a_damaged_exif_block_is_ignored(fmt: str, exif: bytes) -> None:
+    data = encoded(Image.new("RGB", (40, 20), (0, 128, 0)), fmt, exif=exif)
+    image = load_image(data, name="damaged")
+    assert image.size == (40, 20) and image.mode == "RGB"

@@ -188,7 +188,7 @@ def test_uploads_beyond_the_decoding_budget_get_503_and_a_large_photo_still_work
     Image.new("RGB", (4000, 3000), (90, 140, 60)).save(big, "PNG")  # 12 MP in 40 KB
     upload = {"files": {"image": ("big.png", big.getvalue(), "image/png")}, "data": {"seed": "1"}}
     with TestClient(app) as client:
-        with app.state.decoding.reserve(app.state.decoding.pixels, "another upload"):
+        with app.state.decoding.reserve(app.state.decoding.bytes, "another upload"):
             busy = client.post("/v1/poems", **upload)
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         assert busy.json()["error"].startswith("big.png: ") and "try again" in busy.json()["error"]
