@@ -191,7 +191,7 @@ class PoemOptions:
     topk: int = 5              # keywords per image given to the poet
     lines: int = 4             # 4 (绝句) or 8 (律诗)
     chars: int = 5             # characters per line: 5 or 7
-    temperature: float = 0.7   # sampling temperature; 0 decodes greedily (chosen by blind reading)
+    temperature: float = 0.9   # sampling temperature; 0 decodes greedily (chosen by blind reading)
     top_p: float = 0.9         # nucleus sampling: keep the smallest token set with this much mass
     seed: int | None = None    # 0 … 2**64-1: a poem depends only on it, its keywords and options
     hint: str = ""             # words to steer the poem: first keyword, or start of the title

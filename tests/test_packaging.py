@@ -27,6 +27,8 @@ def test_wheel_installs_and_writes_a_poem(tiny, photo, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "poemgen/vocabulary/vocabulary.txt" in names
     assert "poemgen/web/index.html" in names  # the page `poemgen serve` answers at /
+    shipped = ROOT / "poemgen" / "poets" / "mini"  # the shipped poet, every file of it
+    assert {f"poemgen/poets/mini/{f.name}" for f in shipped.iterdir()} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "keywords/"))]
 
     # A fresh environment with the wheel; its heavy dependencies come from this one's
