@@ -473,6 +473,10 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=os.environ.get("POEMGEN_API_KEY"), metavar="KEY",
                         help="require this key for POST /v1/poems (Authorization: Bearer KEY, "
                              "or X-API-Key: KEY); default $POEMGEN_API_KEY. The page asks once")
+    parser.add_argument("--forwarded-allow-ips", metavar="ADDRESSES",
+                        help="believe X-Forwarded-For (the client's address, for the rate "
+                             "limit) only from these proxies, comma-separated (as uvicorn's "
+                             "option); default: from none")
     limits = parser.add_argument_group("limits (each refused with a 4xx JSON error)")
     limits.add_argument("--max-upload-mb", type=upload_megabytes, default=10,
                         help="default 10")
@@ -500,6 +504,7 @@ def run_server(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise PoemgenError(f"poemgen serve needs the web extra ({e.name} is missing); "
                            "pip install 'poemgen[web]'") from None
+    serve.check_api_key(args.api_key)  # before the models load
     try:
         with socket.create_server((args.host, args.port)):
             pass  # the address is free; uvicorn binds it again below
@@ -526,7 +531,7 @@ def run_server(args: argparse.Namespace) -> int:
     print(f"poemgen: serving on http://{args.host}:{args.port}/ (API docs at /docs)",
           file=sys.stderr, flush=True)
     serve.serve(pipeline, args.host, args.port, limits, {"clip": clip, "poet": poet},
-                args.api_key or None)
+                args.api_key or None, args.forwarded_allow_ips)
     return 0
 
 

@@ -60,13 +60,31 @@ def positive_int(text: str) -> int:
     return value
 
 
-def split_words(text: str, what: str = "keywords") -> list[str]:
+def shown(value, limit: int = 40) -> str:
+    """A value a person gave, as an error message quotes it: a string as it is, anything else
+    as Python writes it, cut to `limit` characters (a 3 MB line is not echoed back) and with
+    what cannot be printed (a lone surrogate, a line break) escaped, so the message stays one
+    printable line that any encoding can carry."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except ValueError:  # an int of more than 4,300 digits
+        text = f"a {type(value).__name__} too large to show"
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def split_words(text: str, what: str = "keywords", most: int | None = None) -> list[str]:
     """Chinese words from a list typed by a person: 明月,孤舟 / 明月，孤舟 / 明月、孤舟, in
-    standard characters (明月,孤舟 for 明月,孤舟 typed in traditional or variant forms)."""
+    standard characters (明月,孤舟 for 明月,孤舟 typed in traditional or variant forms). More
+    than `most` words are refused before any is looked at."""
     words = [word for word in _WORD_SEPARATORS.split(text or "") if word]
+    if most is not None and len(words) > most:
+        raise OptionsError(f"{what}: at most {most} words, got {len(words):,}")
     wrong = [word for word in words if not _CHINESE_WORDS.match(word)]
     if wrong:
-        raise OptionsError(f"{what} must be Chinese words such as 明月,孤舟; got {wrong[0]!r}")
+        raise OptionsError(f"{what} must be Chinese words such as 明月,孤舟; "
+                           f"got '{shown(wrong[0])}'")
     return [standardize(word) for word in words]
 
 
@@ -81,19 +99,13 @@ def from_flags(form: str | None, lines: int | None, chars: int | None, allow_rep
                ) -> "PoemOptions":
     """`PoemOptions` from the options as a person gives them (`FLAGS`): a form name or sizes,
     `allow_repeats`, categories typed as a list (山水,草木) or given as one, and given lines
-    typed as a poem (see `parse_given`). Without a form or sizes, given lines set them: 七言
-    for lines of 7, 律诗 for more than 4 lines."""
-    given = parse_given(given)
-    first = next((len(line) for line in given if line), None)
-    if first in (5, 7) and not (form or chars):
-        chars = first
-    if given and not (form or lines) and len(given) > 4:
-        lines = 8
+    typed as a poem (see `parse_given`). Without a form or sizes, `PoemOptions` takes them
+    from the given lines."""
     lines, chars = form_size(form, lines, chars)
     if isinstance(categories, str):
         categories = split_words(categories, "categories")
     return PoemOptions(lines=lines, chars=chars, no_repeat=not allow_repeats,
-                       categories=tuple(categories), given=given, **fields)
+                       categories=tuple(categories), given=parse_given(given), **fields)
 
 
 _LINE_BREAKS = re.compile(r"[,，、。.！!？?；;\n]")
@@ -111,7 +123,7 @@ def parse_given(given) -> tuple[str | None, ...]:
     if not isinstance(given, (list, tuple)) or not all(g is None or isinstance(g, str)
                                                        for g in given):
         raise OptionsError(f"given must be lines such as ['床前明月光', None] or "
-                           f"'床前明月光，，'; got {given!r}")
+                           f"'床前明月光，，'; got {shown(given)}")
     lines = [None if line is None or line.strip() in _TO_WRITE else line.strip()
              for line in given]
     while lines and lines[-1] is None:
@@ -143,12 +155,15 @@ def given_from(begin: str | None, pinned: list[str] | None) -> tuple[str | None,
     return tuple(lines)
 
 
-def form_size(form: str | None, lines: int | None, chars: int | None) -> tuple[int, int]:
-    """(lines, chars) from a form name (wujue …) or explicit sizes, which must then agree."""
+def form_size(form: str | None, lines: int | None, chars: int | None
+              ) -> tuple[int | None, int | None]:
+    """(lines, chars) from a form name (wujue …) or explicit sizes, which must then agree;
+    None where neither says (`PoemOptions` then takes it from the given lines)."""
     if not form:
-        return lines or 4, chars or 5
+        return lines or None, chars or None
     if form not in FORM_NAMES:
-        raise OptionsError(f"unknown form {form!r}; choose one of {', '.join(FORM_NAMES)}")
+        raise OptionsError(f"unknown form '{shown(form)}'; choose one of "
+                           f"{', '.join(FORM_NAMES)}")
     size = FORM_NAMES[form]
     if (lines or size[0], chars or size[1]) != size:
         raise OptionsError(f"form {form} is {size[0]} lines of {size[1]} characters; drop the "
@@ -156,7 +171,7 @@ def form_size(form: str | None, lines: int | None, chars: int | None) -> tuple[i
     return size
 
 
-_FIELD_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool,
+_FIELD_TYPES = {"int": int, "int | None": int, "float": (int, float), "str": str, "bool": bool,
                 "tuple[str, ...]": tuple, "tuple[str | None, ...]": tuple}
 _TYPE_NAMES = {int: "a whole number", (int, float): "a number", str: "a string",
                bool: "True or False", tuple: "a list"}
@@ -164,8 +179,12 @@ _TYPE_NAMES = {int: "a whole number", (int, float): "a number", str: "a string",
 
 def with_overrides(options: "PoemOptions | None", **overrides) -> "PoemOptions":
     """`options` (default: `PoemOptions()`) with fields replaced, by their own names or by the
-    CLI's (`form="qijue"`, `allow_repeats=True`); an unknown name is an OptionsError."""
+    CLI's (`form="qijue"`, `allow_repeats=True`); an unknown name is an OptionsError. A size
+    that `options` left to the given lines still follows them (new given lines included)."""
     options = options or PoemOptions()
+    for name, asked in zip(("lines", "chars"), options._asked_size):
+        if not asked:
+            overrides.setdefault(name, None)
     if "allow_repeats" in overrides:
         overrides["no_repeat"] = not overrides.pop("allow_repeats")
     if "form" in overrides:
@@ -173,7 +192,7 @@ def with_overrides(options: "PoemOptions | None", **overrides) -> "PoemOptions":
             overrides.pop("form"), overrides.get("lines"), overrides.get("chars"))
     unknown = sorted(set(overrides) - {f.name for f in fields(PoemOptions)})
     if unknown:
-        raise OptionsError(f"unknown option {unknown[0]!r}; options are "
+        raise OptionsError(f"unknown option '{shown(unknown[0])}'; options are "
                            f"{', '.join(f.name for f in fields(PoemOptions))}, form, allow_repeats")
     return replace(options, **overrides)
 
@@ -182,15 +201,15 @@ def check_keywords(words) -> list[str]:
     """Keywords given to the library or the API: Chinese words, as `split_words` makes them."""
     if isinstance(words, str) or not all(isinstance(w, str) for w in words):
         raise OptionsError(f"keywords must be a list of Chinese words such as ['明月', '孤舟'], "
-                           f"got {words!r}")
+                           f"got {shown(words)}")
     return split_words("，".join(w.strip() for w in words))
 
 
 @dataclass(frozen=True)
 class PoemOptions:
     topk: int = 5              # keywords per image given to the poet
-    lines: int = 4             # 4 (绝句) or 8 (律诗)
-    chars: int = 5             # characters per line: 5 or 7
+    lines: int | None = None   # 4 (绝句) or 8 (律诗); None: 8 if more than 4 lines are given
+    chars: int | None = None   # characters per line, 5 or 7; None: the given lines', else 5
     temperature: float = 0.9   # sampling temperature; 0 decodes greedily (chosen by blind reading)
     top_p: float = 0.9         # nucleus sampling: keep the smallest token set with this much mass
     seed: int | None = None    # 0 … 2**64-1: a poem depends only on it, its keywords and options
@@ -215,9 +234,11 @@ class PoemOptions:
 
     def __post_init__(self):
         self._check_types()
+        self._size_from_given()
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                                       or not 0 <= self.seed <= 2**64 - 1):
-            raise OptionsError(f"seed must be a whole number from 0 to 2**64-1, got {self.seed!r}")
+            raise OptionsError(f"seed must be a whole number from 0 to 2**64-1, "
+                               f"got {shown(self.seed)}")
         if self.topk < 1:
             raise OptionsError(f"topk must be at least 1, got {self.topk}")
         if self.lines not in (4, 8) or self.chars not in (5, 7):
@@ -232,16 +253,23 @@ class PoemOptions:
                             ("acrostic", self.acrostic)):
             if not _CHINESE_WORDS.match(value):
                 raise OptionsError(f"{name} must be Chinese characters (words separated by "
-                                   f"spaces), got {value!r}")
+                                   f"spaces), got '{shown(value)}'")
             if value:  # the poet knows the standard forms only: 風 and 劒 are 风 and 剑 to it
                 object.__setattr__(self, name, standardize(value))
         if self.rhyme not in RHYMES:
-            raise OptionsError(f"rhyme must be one of {', '.join(RHYMES)}, got {self.rhyme!r}")
+            raise OptionsError(f"rhyme must be one of {', '.join(RHYMES)}, "
+                               f"got '{shown(self.rhyme)}'")
         if self.tones not in TONES:
-            raise OptionsError(f"tones must be one of {', '.join(TONES)}, got {self.tones!r}")
+            raise OptionsError(f"tones must be one of {', '.join(TONES)}, "
+                               f"got '{shown(self.tones)}'")
+        if self.rhyme_group and self.rhyme == "none":
+            raise OptionsError(f"rhyme group '{shown(self.rhyme_group)}' needs a rhyme system, "
+                               "but rhyme is none; choose rhyme xinyun or pingshui, or drop "
+                               "the rhyme group")
         if self.acrostic and len(self.acrostic) != self.lines:
-            raise OptionsError(f"the acrostic {self.acrostic} has {len(self.acrostic)} characters "
-                               f"but the poem has {self.lines} lines; give one per line")
+            raise OptionsError(f"the acrostic {shown(self.acrostic)} has {len(self.acrostic):,} "
+                               f"characters but the poem has {self.lines} lines; give one per "
+                               "line")
         if not 1 <= self.candidates <= MAX_CANDIDATES:
             raise OptionsError(f"candidates must be 1 to {MAX_CANDIDATES}, got {self.candidates}")
         if not 1 <= self.line_candidates <= MAX_CANDIDATES:
@@ -265,10 +293,12 @@ class PoemOptions:
             if line is None:
                 continue
             if not isinstance(line, str) or not _HAN_LINE.match(line):
-                raise OptionsError(f"given line {i + 1} {line!r}: must be Chinese characters "
+                quoted = f"'{shown(line)}'" if isinstance(line, str) else shown(line)
+                raise OptionsError(f"given line {i + 1} {quoted}: must be Chinese characters "
                                    "only, with no punctuation")
             if len(line) != self.chars:
-                raise OptionsError(f"given line {i + 1} {line}: has {len(line)} characters, but "
+                raise OptionsError(f"given line {i + 1} {shown(line)}: has {len(line):,} "
+                                   "characters, but "
                                    f"a {self.form.short_name} line has {self.chars}; "
                                    f"give {self.chars}")
         object.__setattr__(self, "given", tuple(None if line is None else standardize(line)
@@ -277,6 +307,18 @@ class PoemOptions:
     def given_line(self, index: int) -> str | None:
         """Line `index` as given, or None when the poet writes it."""
         return self.given[index] if index < len(self.given) else None
+
+    def _size_from_given(self) -> None:
+        """Sizes not asked for, from the given lines: 七言 for lines of 7, 律诗 for more than
+        4 lines, else 五言绝句. The one place the CLI, the HTTP API and the library infer them;
+        `with_overrides` keeps them following the given lines (see `_asked_size`)."""
+        object.__setattr__(self, "_asked_size", (self.lines is not None, self.chars is not None))
+        if self.chars is None:
+            first = next((len(line) for line in self.given if isinstance(line, str) and line),
+                         None)
+            object.__setattr__(self, "chars", first if first in (5, 7) else 5)
+        if self.lines is None:
+            object.__setattr__(self, "lines", 8 if len(self.given) > 4 else 4)
 
     def _check_types(self) -> None:
         """Each field of the type it is declared with, as the CLI's parser would make it; a
@@ -291,13 +333,15 @@ class PoemOptions:
         for f in fields(self):
             if f.name == "seed":  # checked with its range below
                 continue
+            if f.name in ("lines", "chars") and getattr(self, f.name) is None:
+                continue  # taken from the given lines next
             value = getattr(self, f.name)
             kind = _FIELD_TYPES[f.type]
             ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
             if f.name == "categories":
                 ok = ok and all(isinstance(c, str) for c in value)
             if not ok:
-                raise OptionsError(f"{f.name} must be {_TYPE_NAMES[kind]}, got {value!r}")
+                raise OptionsError(f"{f.name} must be {_TYPE_NAMES[kind]}, got {shown(value)}")
 
     @property
     def form(self) -> Form:

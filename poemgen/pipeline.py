@@ -110,13 +110,23 @@ class Pipeline:
 
     def write_batch(self, images: list[ImageSource] | None = None,
                     options: PoemOptions | None = None, *,
-                    keywords: list[list[str]] | None = None, **overrides) -> list[Poem]:
+                    keywords: list[list[str]] | None = None,
+                    seeds: list[int | None] | None = None, **overrides) -> list[Poem]:
         """Poems for many images (or keyword lists): CLIP and the poet each run over the batch.
 
-        Given keywords replace CLIP's; the images, if any, still rank the candidates.
+        Given keywords replace CLIP's; the images, if any, still rank the candidates. `seeds`
+        gives each image (or keyword list) its own seed in place of `seed`: each poem is the
+        one `write` gives with its seed, so requests with different seeds share a batch.
         """
         options = with_overrides(options, **overrides)
         self._require_poet()
+        if seeds is not None:
+            count = len(images if images is not None else keywords or [])
+            if len(seeds) != count:
+                raise OptionsError(f"seeds: give one per image or keyword list ({count}), "
+                                   f"got {len(seeds)}")
+            for seed in seeds:
+                with_overrides(options, seed=seed)  # each checked as the `seed` option is
         embeddings = None
         if images is not None:
             embeddings = self._require_scorer().embed_images(self.load_photos(images))
@@ -124,14 +134,15 @@ class Pipeline:
             found = [[Keyword(word, None) for word in check_keywords(words)] for words in keywords]
         else:
             found = self.scorer.keywords_for(embeddings, options.topk, options.selection)
-        return self.write_from_keywords(found, options, embeddings)
+        return self.write_from_keywords(found, options, embeddings, seeds)
 
     def write_from_keywords(self, keywords: list[list[Keyword]],
                             options: PoemOptions = PoemOptions(),
-                            image_embeddings: torch.Tensor | None = None) -> list[Poem]:
+                            image_embeddings: torch.Tensor | None = None,
+                            seeds: list[int | None] | None = None) -> list[Poem]:
         """Poems from keyword lists; with several candidates, each image's best (`rerank`)."""
         written = self._require_poet().write([[k.word for k in words] for words in keywords],
-                                             options)
+                                             options, seeds)
         poems = []
         for i, (words, verses) in enumerate(zip(keywords, written)):
             clip = None

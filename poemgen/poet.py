@@ -29,7 +29,7 @@ from poemgen.verse_state import PoemState, initial_state, update_state
 from poemgen.errors import PoemgenError
 from poemgen.models import (DEFAULT_POET, KNOWN_MODELS, SHIPPED_POET, ModelLoadError, check_local,
                             load_error, offline_fallback, resolve_poet, shipped_poet_folder)
-from poemgen.options import PoemOptions
+from poemgen.options import PoemOptions, shown
 from poemgen.seen_lines import FILENAME as SEEN_LINES_FILE, SeenLines
 
 PLANS_KEPT = 32  # distinct (form, rules) whose masks a poet keeps
@@ -72,17 +72,21 @@ class Poet:
         return cls(model.to(device).eval(), tokenizer, chosen, device, name, crrd,
                    load_seen_lines(name))
 
-    def write(self, keywords: list[list[str]], options: PoemOptions = PoemOptions()
-              ) -> list[list["Verse"]]:
-        """`options.candidates` poems for each keyword list, all written as one batch."""
+    def write(self, keywords: list[list[str]], options: PoemOptions = PoemOptions(),
+              seeds: list[int | None] | None = None) -> list[list["Verse"]]:
+        """`options.candidates` poems for each keyword list, all written as one batch; with
+        `seeds`, keyword list i samples from seeds[i] instead of `options.seed` (each row has
+        its own generator, so poems with different seeds share the batch)."""
         if options.imitate and not self.format.supports_imitate:
             raise PoemgenError(f"poet '{self.name}' uses the '{self.format.name}' prompt format, "
                                "which cannot imitate a poet; drop --imitate or use a title poet")
         plan = self.plan(options)
         self._check_given(options.given)
         form = options.form
-        rows = [words for words in keywords for _ in range(options.candidates)]
-        seeds = [row_seed(options.seed, words, i % options.candidates) if options.temperature
+        n = options.candidates
+        asked = seeds if seeds is not None else [options.seed] * len(keywords)
+        rows = [words for words in keywords for _ in range(n)]
+        seeds = [row_seed(asked[i // n], words, i % n) if options.temperature
                  else 0 for i, words in enumerate(rows)]  # greedy draws nothing
         verses = [Verse() for _ in rows]
         states = [initial_state(plan, options.given) for _ in rows]
@@ -108,7 +112,6 @@ class Poet:
             verse.notes = state.notes
         if options.polish:
             self.polish(rows, verses, options, seeds)
-        n = options.candidates
         return [verses[i:i + n] for i in range(0, len(verses), n)]
 
     def polish(self, keywords: list[list[str]], verses: list["Verse"], options: PoemOptions,
@@ -171,8 +174,8 @@ class Poet:
                 self.systems[name] = SystemTable(self.table, rhymes.load_system(name, self.crrd))
             system = self.systems[name]
         if rules.rhyme_group and rules.rhyme_group not in system.group_names:
-            raise PoemgenError(f"rhyme group '{rules.rhyme_group}' is not a {name} group; "
-                               f"groups: {' '.join(system.group_names[:40])} …")
+            raise PoemgenError(f"rhyme group '{shown(rules.rhyme_group)}' is not a {name} "
+                               f"group; groups: {' '.join(system.group_names[:40])} …")
         plan = VersePlan(options.form, rules, self.table, system)
         missing = [c for c, i in zip(rules.acrostic, plan.acrostic) if i < 0]
         if missing:

@@ -1,10 +1,12 @@
 """`poemgen serve`: the pipeline behind a JSON API and a web page (FastAPI + uvicorn).
 
-The models load once. Requests are parsed and checked on the event loop, then queued; one
-worker thread owns the models and writes each batch: the oldest request together with every
-queued request that has the same options (a seeded poem does not depend on its batch, so it is
-the one the CLI writes with that seed). Only that thread touches the models, so concurrent requests
-cannot corrupt each other, and a slow upload holds only its own connection.
+The models load once. A request's size is checked as it is read (64 KB of options beside the
+photo), its options are parsed and checked in a worker thread (so a large field never holds up
+the event loop), then it is queued; one thread owns the models and writes each batch: the
+oldest request together with every queued request that has the same options but its seed (each
+poem samples from its own seed's generator, so it is the one the CLI writes with that seed).
+Only that thread touches the models, so concurrent requests cannot corrupt each other, and a
+slow upload holds only its own connection.
 
 Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload or image too large,
 401 without the API key (when one is set), 415 not an image, 422 bad options, 429 too many
@@ -16,30 +18,33 @@ requests); a failure in the models is a JSON 500 and the server goes on.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import json
 import logging
 import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from poemgen import __version__
 from poemgen.errors import PoemgenError
 from poemgen.images import DecodeBudget, ImageBusyError, ImageLoadError, ImageTooLargeError
-from poemgen.options import RHYMES, TONES, PoemOptions, from_flags, split_words
+from poemgen.options import RHYMES, TONES, PoemOptions, from_flags, shown, split_words
 from poemgen.pipeline import Pipeline, Poem
 
-FIELDS_ALLOWANCE = 64 * 1024  # room for the form fields beside the image in one upload
+FIELDS_ALLOWANCE = 64 * 1024  # the options' room: a JSON body, or the fields beside a photo
+_API_KEY = re.compile(r"[!-~]+")  # visible ASCII
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,12 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
+def _form_number(value):
+    """A form field's text as a number ("8" → 8): a form sends every value as text, which
+    pydantic reads as a number for a number field but not for a choice of numbers."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
 class PoemRequest(BaseModel):
     """The options of `POST /v1/poems`, named as the CLI's flags (as form or JSON fields)."""
 
@@ -75,8 +86,8 @@ class PoemRequest(BaseModel):
         None, description="write from these words (明月,孤舟) instead of CLIP's")
     form: Literal["wujue", "qijue", "wulv", "qilv", None] = Field(
         None, description="五言绝句 wujue, 七言绝句 qijue, 五言律诗 wulv, 七言律诗 qilv")
-    lines: Literal[4, 8, None] = None
-    chars: Literal[5, 7, None] = None
+    lines: Annotated[Literal[4, 8, None], BeforeValidator(_form_number)] = None
+    chars: Annotated[Literal[5, 7, None], BeforeValidator(_form_number)] = None
     rhyme: Literal[RHYMES] = "xinyun"
     rhyme_group: str = ""
     tones: Literal[TONES] = "loose"
@@ -101,9 +112,10 @@ class PoemRequest(BaseModel):
                         "it) or text such as 床前明月光，，，低头思故乡; fewer than the form's "
                         "lines are the first lines (续写)")
 
-    def words(self) -> list[str]:
+    def words(self, most: int) -> list[str]:
+        """The keywords; more than `most` are refused before any is normalised."""
         texts = self.keywords if isinstance(self.keywords, list) else [self.keywords or ""]
-        return [word for text in texts for word in split_words(text)]
+        return split_words("，".join(texts), "keywords", most)
 
     def options(self) -> PoemOptions:
         return from_flags(**self.model_dump(exclude={"keywords"}))
@@ -138,7 +150,8 @@ class ErrorOut(BaseModel):
 
 @dataclass
 class Job:
-    options: PoemOptions
+    options: PoemOptions            # without the seed, …
+    seed: int | None                # … which is the job's own, so seeds share a batch
     image: object | None            # a loaded PIL image
     keywords: list[str] | None
     future: asyncio.Future
@@ -217,7 +230,8 @@ class Batcher:
         first = jobs[0]
         images = [job.image for job in jobs] if first.image is not None else None
         keywords = [job.keywords for job in jobs] if first.keywords is not None else None
-        return self.pipeline.write_batch(images, first.options, keywords=keywords)
+        return self.pipeline.write_batch(images, first.options, keywords=keywords,
+                                         seeds=[job.seed for job in jobs])
 
     def close(self) -> None:
         if self._task is not None:
@@ -253,11 +267,24 @@ class RateLimiter:
                         if t + (now - w) * self.rate < self.burst}
 
 
+def check_api_key(key: str | None) -> str | None:
+    """The API key, if every client can send it: visible ASCII. A header carries bytes, which
+    a browser's `fetch` makes from Latin-1 only (throwing on 密钥) and curl from UTF-8, so
+    nothing else reaches the server the same from both."""
+    if key and not _API_KEY.fullmatch(key):
+        raise PoemgenError("the API key must be visible ASCII characters (letters, digits, "
+                           "punctuation; no spaces, Chinese or full-width characters), such as "
+                           "`openssl rand -hex 16` prints; choose another --api-key")
+    return key
+
+
 def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | None = None,
                api_key: str | None = None) -> FastAPI:
     """The ASGI app; `models` (names of the CLIP model and poet) is shown by /healthz. With an
-    `api_key`, POST /v1/poems answers 401 unless the request carries it (`Authorization: Bearer
-    KEY` or `X-API-Key: KEY`); the page and /healthz stay open."""
+    `api_key` (see `check_api_key`), POST /v1/poems answers 401 unless the request carries it
+    (`Authorization: Bearer KEY` or `X-API-Key: KEY`); the page and /healthz stay open. The
+    rate limit counts the client address the ASGI server reports (see `serve`)."""
+    check_api_key(api_key)
     batcher = Batcher(pipeline, limits)
     limiter = RateLimiter(limits.requests_per_minute, limits.burst)
     decoding = DecodeBudget(limits.decoding_pixels, limits.decode_wait_s)
@@ -274,12 +301,11 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
-        return JSONResponse({"error": error.message}, error.status, headers=error.headers)
+        return _error(error.status, error.message, error.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
-        return JSONResponse({"error": str(error.detail)}, error.status_code,
-                            headers=getattr(error, "headers", None))
+        return _error(error.status_code, str(error.detail), getattr(error, "headers", None))
 
     @app.middleware("http")
     async def failures_are_json(request: Request, call_next):
@@ -288,14 +314,14 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
         try:
             return await call_next(request)
         except Exception as error:  # noqa: BLE001 - any failure, logged with its traceback
-            logging.getLogger("poemgen.serve").exception("request failed")
-            return JSONResponse({"error": f"the server failed ({type(error).__name__}: "
-                                          f"{' '.join(str(error).split())[:200]}); see its log"},
-                                500)
+            logging.getLogger("poemgen.serve").exception(
+                f"{request.method} {request.url.path} failed")
+            return _error(500, f"the server failed ({type(error).__name__}: "
+                               f"{shown(' '.join(str(error).split()), 200)}); see its log")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
-        return JSONResponse({"error": _first_problem(error.errors())}, 422)
+        return _error(422, _first_problem(error.errors()))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
@@ -329,19 +355,7 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
             raise ApiError(401, "this server needs its API key: send `Authorization: Bearer KEY`"
                                 " or `X-API-Key: KEY`", {"WWW-Authenticate": "Bearer"})
         fields, upload = await _read_fields(request, limits)
-        try:
-            params = PoemRequest.model_validate(fields)
-            options = params.options()
-            if options.candidates > limits.max_candidates:
-                raise ApiError(422, f"candidates must be at most {limits.max_candidates} on "
-                                    "this server")
-            words = params.words() or None
-        except ValidationError as error:
-            raise ApiError(422, _first_problem(error.errors())) from None
-        except PoemgenError as error:
-            raise ApiError(422, str(error)) from None
-        if words and len(words) > limits.max_keywords:
-            raise ApiError(422, f"at most {limits.max_keywords} keywords, got {len(words)}")
+        options, words = await asyncio.to_thread(_parse_options, fields, limits)
         image, name = None, None
         if upload is not None:
             name = upload.filename or "upload"
@@ -350,8 +364,8 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
         if image is None and not words:
             raise ApiError(422, "send a photo in the multipart field 'image', or 'keywords'")
         try:
-            poem = await batcher.submit(Job(options, image, words,
-                                            asyncio.get_running_loop().create_future()))
+            poem = await batcher.submit(Job(replace(options, seed=None), options.seed, image,
+                                            words, asyncio.get_running_loop().create_future()))
         except PoemgenError as error:
             raise ApiError(422, str(error)) from None
         return poem.to_dict(image=name)
@@ -359,10 +373,39 @@ def create_app(pipeline: Pipeline, limits: Limits = Limits(), models: dict | Non
     return app
 
 
+def _parse_options(fields: dict, limits: Limits) -> tuple[PoemOptions, list[str] | None]:
+    """A request's options and keywords, checked. Run in a worker thread: normalising words
+    takes time in proportion to the input, which the event loop must not wait for."""
+    try:
+        params = PoemRequest.model_validate(fields)
+        options = params.options()
+        if options.candidates > limits.max_candidates:
+            raise ApiError(422, f"candidates must be at most {limits.max_candidates} on "
+                                "this server")
+        return options, params.words(limits.max_keywords) or None
+    except ValidationError as error:
+        raise ApiError(422, _first_problem(error.errors())) from None
+    except PoemgenError as error:
+        raise ApiError(422, str(error)) from None
+
+
 async def _read_fields(request: Request, limits: Limits) -> tuple[dict, UploadFile | None]:
-    """The request's option fields and its image upload, with the size and time limits."""
+    """The request's option fields and its image upload, with the size and time limits: a
+    photo may take `max_upload_bytes`, the options `FIELDS_ALLOWANCE` (far more than any
+    options need), checked before anything is parsed."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await _read_body(request, limits)
+    allowance = f"{FIELDS_ALLOWANCE // 1024} KB"
+    if kind == "multipart/form-data":
+        limit, too_large = (limits.max_upload_bytes + FIELDS_ALLOWANCE,
+                            f"the upload is larger than {limits.max_upload_bytes // 2**20} MB; "
+                            "send a smaller photo")
+    elif kind in ("application/json", "application/x-www-form-urlencoded"):
+        limit, too_large = (FIELDS_ALLOWANCE, f"the options are larger than {allowance}, far "
+                            "more than any need; a photo goes in multipart/form-data")
+    else:
+        raise ApiError(415, f"send multipart/form-data (a photo in the field 'image') or JSON, "
+                            f"not {shown(kind) or 'no content type'}")
+    body = await _read_body(request, limit, too_large, limits.read_timeout_s)
     if kind == "application/json":
         try:
             fields = json.loads(body or b"{}")
@@ -373,32 +416,34 @@ async def _read_fields(request: Request, limits: Limits) -> tuple[dict, UploadFi
         if not isinstance(fields, dict):
             raise ApiError(422, "the JSON body must be an object of options")
         return fields, None
-    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        raise ApiError(415, f"send multipart/form-data (a photo in the field 'image') or JSON, "
-                            f"not {kind or 'no content type'}")
 
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=40)
+        form = await Request(request.scope, replay).form(
+            max_files=1, max_fields=40, max_part_size=len(body))  # the sizes are checked here
     except HTTPException as error:
         raise ApiError(422, f"the form cannot be read: {error.detail}") from None
+    if sum(len(value) for _, value in form.multi_items() if isinstance(value, str)) \
+            > FIELDS_ALLOWANCE:
+        raise ApiError(413, f"the form's fields beside the photo are larger than {allowance}; "
+                            "options need far less")
     fields, upload = {}, None
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             if key != "image":
-                raise ApiError(422, f"unexpected file field {key!r}; send the photo as 'image'")
+                raise ApiError(422, f"unexpected file field '{shown(key)}'; send the photo as "
+                                    "'image'")
             upload = value
         elif value != "" or key == "keywords":
             fields[key] = value
     return fields, upload
 
 
-async def _read_body(request: Request, limits: Limits) -> bytes:
-    limit = limits.max_upload_bytes + FIELDS_ALLOWANCE
-    too_large = ApiError(413, f"the upload is larger than {limits.max_upload_bytes // 2**20} MB;"
-                              " send a smaller photo")
+async def _read_body(request: Request, limit: int, message: str, timeout_s: float) -> bytes:
+    """The body, refused (413, `message`) once it passes `limit` bytes, or declares it will."""
+    too_large = ApiError(413, message)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -413,9 +458,9 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
         return b"".join(chunks)
 
     try:
-        return await asyncio.wait_for(read(), limits.read_timeout_s)
+        return await asyncio.wait_for(read(), timeout_s)
     except asyncio.TimeoutError:
-        raise ApiError(408, f"the upload took longer than {limits.read_timeout_s:g} s") from None
+        raise ApiError(408, f"the upload took longer than {timeout_s:g} s") from None
 
 
 def _load_upload(pipeline: Pipeline, data: bytes, name: str, limits: Limits,
@@ -434,11 +479,17 @@ def _load_upload(pipeline: Pipeline, data: bytes, name: str, limits: Limits,
         raise ApiError(415, str(error)) from None
 
 
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """`{"error": message}`, the message one printable line of bounded size, whatever input
+    it quotes (a lone surrogate, a megabyte of text)."""
+    return JSONResponse({"error": shown(message, 1000)}, status, headers=headers)
+
+
 def _first_problem(errors: list[dict]) -> str:
     if not errors:
         return "invalid request"
     first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    where = ".".join(shown(str(part)) for part in first.get("loc", ()) if part != "body")
     return f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
 
 
@@ -464,11 +515,26 @@ def _has_key(request: Request, api_key: str) -> bool:
 
 def serve(pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8000,
           limits: Limits = Limits(), models: dict | None = None,
-          api_key: str | None = None) -> None:
-    """Run the server until interrupted."""
+          api_key: str | None = None, forwarded_allow_ips: str | None = None) -> None:
+    """Run the server until interrupted. Forwarded headers (X-Forwarded-For and -Proto) are
+    believed only from the proxies at `forwarded_allow_ips` (comma-separated addresses or
+    networks, as uvicorn's option of that name; * for any): by default from none, since any
+    other client could name a new address for itself with each request and so never meet the
+    rate limit."""
     import uvicorn
 
     uvicorn.run(create_app(pipeline, limits, models, api_key), host=host, port=port,
-                log_level="info",
-                timeout_keep_alive=5)
+                log_level="info", log_config=_log_config(), timeout_keep_alive=5,
+                proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips)
+
+
+def _log_config() -> dict:
+    """uvicorn's logging, with the server's own log (a failed request and its traceback)
+    through uvicorn's handler: the CLI's handler for the library's notes prints one line."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["poemgen.serve"] = {"handlers": ["default"], "level": "INFO",
+                                          "propagate": False}
+    return config
 

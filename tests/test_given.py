@@ -77,7 +77,8 @@ def test_an_off_template_given_line_is_kept_and_noted(poet):
 @pytest.mark.parametrize("options, message", [
     (dict(given=("床前明月光", "疑是地上")), "given line 2 疑是地上: has 4 characters, but a 五绝 line has 5"),
     (dict(given=("床前明月光.",)), "given line 1 '床前明月光.': must be Chinese characters"),
-    (dict(given=("床前明月光",) * 5), "line 5 is given, but the poem has 4 lines"),
+    (dict(lines=4, given=("床前明月光",) * 5), "line 5 is given, but the poem has 4 lines"),
+    (dict(given=("床前明月光",) * 9), "line 9 is given, but the poem has 8 lines"),
     (dict(given=(None, 5)), "given line 2 5: must be Chinese"),
     (dict(given=5), "given must be a list"),
 ])

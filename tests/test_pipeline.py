@@ -1,4 +1,5 @@
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -8,6 +9,8 @@ from PIL import Image
 
 import poemgen
 from poemgen import PoemgenError
+from poemgen.cli import main
+from poemgen.options import OptionsError, PoemOptions, with_overrides
 
 LINE = re.compile(r"^[\u4e00-\u9fff]{5}[，。]$")
 
@@ -164,6 +167,31 @@ def test_keywords_and_candidates_seed_each_poem(pipe):
     assert [c.text for c in one.candidates] == [c.text for c in again.candidates]
 
 
+def test_poems_with_their_own_seeds_in_one_batch_are_the_poems_written_alone(pipe, tmp_path):
+    """A batch of photos (or keyword lists) with a seed each: each poem is the one written
+    alone with its seed, candidates and polish included."""
+    from conftest import make_photo
+
+    photos = [make_photo(tmp_path / f"{i}.png", (60 * i, 80, 200 - 60 * i)) for i in range(3)]
+    options = dict(candidates=2, polish=1)
+    batch = pipe.write_batch(photos, seeds=[5, 2**64 - 1, None], **options)
+    assert batch[0].text == pipe.write(photos[0], seed=5, **options).text
+    assert batch[1].text == pipe.write(photos[1], seed=2**64 - 1, **options).text
+    assert len(batch[2].lines) == 4
+    keywords, seeds = [["明月"], ["孤舟"], ["明月"], ["明月"]], [1, 1, 2, 1]
+    batch = pipe.write_batch(keywords=keywords, seeds=seeds, seed=9)  # seeds win over seed
+    assert [p.text for p in batch] == [pipe.write(keywords=words, seed=seed).text
+                                       for words, seed in zip(keywords, seeds)]
+    assert batch[0].text == batch[3].text
+
+
+@pytest.mark.parametrize("seeds, message", [([1], "one per image or keyword list \\(2\\), got 1"),
+                                            ([1, -1], "seed must be a whole number")])
+def test_seeds_that_do_not_fit_the_batch_are_user_errors(pipe, seeds, message):
+    with pytest.raises(OptionsError, match=message):
+        pipe.write_batch(keywords=[["明月"], ["孤舟"]], seeds=seeds)
+
+
 @pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True, "1"])
 def test_a_seed_outside_0_to_2_64_is_a_user_error(pipe, seed):
     with pytest.raises(PoemgenError, match="seed must be a whole number from 0 to 2\\*\\*64-1"):
@@ -203,3 +231,39 @@ def test_the_library_takes_the_cli_names(pipe):
     poem = pipe.write(keywords=["明月", "孤舟"], form="qijue", allow_repeats=True, seed=1)
     assert len(poem.lines) == 4 and len(poem.lines[0]) == 7
     assert PoemOptions(categories="山水,草木").categories == ("山水", "草木")
+
+
+# --- one set of rules for the CLI, the API and the library ------------------------------------------
+
+def test_given_lines_set_the_form_in_the_library_as_in_the_cli(pipe, tiny, capsys):
+    """Without a size asked for, given lines of seven characters make a 七言 poem, and more
+    than four lines a 律诗: in PoemOptions itself, so the library, the CLI and the API agree."""
+    poem = pipe.write(keywords=["明月"], given=["江上明月照孤舟"], seed=3)
+    assert poem.lines[0] == "江上明月照孤舟" and [len(line) for line in poem.lines] == [7] * 4
+    code = main(["--keywords", "明月", "--poet", tiny.poet, "--begin", "江上明月照孤舟",
+                 "--seed", "3", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["lines"] == poem.lines
+    eight = pipe.write(keywords=["明月"], given=["明月照孤舟", None, None, None, "青山白云飞"])
+    assert len(eight.lines) == 8 and eight.lines[4] == "青山白云飞"
+    assert PoemOptions(given=["江上明月照孤舟"]).chars == 7
+    assert with_overrides(PoemOptions(seed=1), given=["江上明月照孤舟"]).form.short_name == "七绝"
+    assert PoemOptions().form.short_name == "五绝"
+    with pytest.raises(OptionsError, match="has 7 characters, but a 五绝 line has 5"):
+        pipe.write(keywords=["明月"], given=["江上明月照孤舟"], chars=5)
+    with pytest.raises(OptionsError, match="has 7 characters, but a 五律 line has 5"):
+        pipe.write(keywords=["明月"], options=PoemOptions(lines=8, chars=5),
+                   given=["江上明月照孤舟"])
+
+
+def test_a_rhyme_group_without_a_rhyme_system_is_one_clear_error(pipe, tiny, capsys):
+    for tones in ("none", "loose"):
+        with pytest.raises(OptionsError, match="rhyme group '十唐' needs a rhyme system"):
+            pipe.write(keywords=["明月"], rhyme="none", tones=tones, rhyme_group="十唐")
+    code = main(["--keywords", "明月", "--poet", tiny.poet, "--rhyme", "none",
+                 "--rhyme-group", "十唐"])
+    err = capsys.readouterr().err
+    assert code == 1 and "needs a rhyme system" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(PoemgenError, match="rhyme group '\\\\ud800' is not a xinyun group"):
+        pipe.write(keywords=["明月"], rhyme_group="\ud800")

@@ -5,12 +5,14 @@ import io
 import json
 import os
 import re
+import threading
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from poemgen import PoemgenError, serve
 from poemgen.pipeline import load
 from poemgen.serve import Limits, RateLimiter, create_app
 
@@ -102,6 +104,19 @@ def test_line_candidates_in_the_api_write_the_librarys_poem(client, pipeline):
           headers={"content-type": "application/json"}), 422, "seed"),
     (dict(content=b"[1, 2]", headers={"content-type": "application/json"}), 422, "object"),
     (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "multipart"),
+    (dict(content='{"keywords": "明月", "rhyme_group": "\\ud800"}'.encode(),
+          headers={"content-type": "application/json"}), 422, "rhyme group '\\ud800'"),
+    (dict(json={"keywords": "明月", "rhyme_group": "十唐", "rhyme": "none", "tones": "none"}),
+     422, "rhyme group '十唐' needs a rhyme system"),
+    (dict(data={"keywords": "明月", "rhyme_group": "十唐", "rhyme": "none"}), 422, "rhyme is none"),
+    (dict(json={"keywords": "明月", "given": "明" * 20_000}), 422, "has 20,000 characters"),
+    (dict(json={"keywords": "明月", "hint": "x" * 60_000}), 422, "hint"),
+    (dict(json={"keywords": "明月", "x" * 60_000: 1}), 422, "xxx"),
+    (dict(json={"keywords": "明月，" * 20}), 422, "at most 16 words, got 20"),
+    (dict(json={"keywords": "明月，" * 2**20}), 413, "larger than 64 KB"),
+    (dict(data={"categories": "山水，" * 2**20}), 413, "larger than 64 KB"),
+    (dict(files={"image": ("a.jpg", b"x", "image/jpeg")}, data={"keywords": "明月，" * 2**16}),
+     413, "fields beside the photo are larger than 64 KB"),
 ])
 def test_every_limit_is_a_json_4xx(pipeline, request_kwargs, status, words):
     if "files" in request_kwargs and request_kwargs["files"]["image"][1] is None:
@@ -114,7 +129,62 @@ def test_every_limit_is_a_json_4xx(pipeline, request_kwargs, status, words):
         assert response.status_code == status, response.text
         error = response.json()["error"]
         assert words in error and "\n" not in error
+        assert len(response.content) < 2000  # a huge input is not echoed back
         assert client.get("/healthz").status_code == 200  # the server is still fine
+
+
+def test_options_are_checked_off_the_event_loop(pipeline, monkeypatch):
+    """/healthz is answered while another request's options are still being checked."""
+    events, release = [], threading.Event()
+    check = serve.PoemRequest.options
+
+    def slow_check(self):
+        events.append("checking")
+        release.wait(30)
+        events.append("checked")
+        return check(self)
+
+    monkeypatch.setattr(serve.PoemRequest, "options", slow_check)
+    app = create_app(pipeline, Limits(requests_per_minute=0))
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            poem = asyncio.create_task(client.post("/v1/poems", json={"keywords": "明月"}))
+            while not events:
+                await asyncio.sleep(0.01)
+            health = await client.get("/healthz")
+            events.append("healthz")
+            release.set()
+            return await poem, health
+
+    poem, health = asyncio.run(main())
+    assert poem.status_code == health.status_code == 200
+    assert events == ["checking", "healthz", "checked"]
+
+
+def test_every_option_works_as_a_form_field(client):
+    """Each option of the API, sent as multipart text, as curl -F sends it."""
+    fields = {"form": "qilv", "lines": "8", "chars": "7", "rhyme": "xinyun",
+              "rhyme_group": "十唐", "tones": "strict", "acrostic": "春江花月夜色山水",
+              "allow_repeats": "true", "reduplication": "true", "topk": "3", "candidates": "2",
+              "line_candidates": "2", "polish": "1", "hint": "思乡", "seed": "3",
+              "temperature": "0.9", "top_p": "0.8", "categories": "天象,山水",
+              "per_category": "1", "diversity": "0.5", "emotions": "true",
+              "given": "春风明月照孤舟"}
+    assert set(fields) | {"keywords", "imitate"} == set(serve.PoemRequest.model_fields)
+    response = client.post("/v1/poems", files={"image": ("lake.jpg", jpeg(), "image/jpeg")},
+                           data=fields)
+    assert response.status_code == 200, response.text
+    poem = response.json()
+    assert len(poem["lines"]) == 8 and {len(line) for line in poem["lines"]} == {7}
+    assert len(poem["keywords"]) == 2 and len(poem["candidates"]) == 2  # a category each
+    assert poem["lines"][0] == "春风明月照孤舟"
+    for size in ({"lines": "8"}, {"chars": "7"}):
+        sized = client.post("/v1/poems", data={"keywords": "明月", **size})
+        assert sized.status_code == 200, sized.text
+        assert len(sized.json()["lines"]) == int(size.get("lines", 4))
+        assert len(sized.json()["lines"][0]) == int(size.get("chars", 5))
 
 
 def test_a_declared_oversize_body_is_refused_before_it_is_read(client):
@@ -198,6 +268,12 @@ def test_uploads_beyond_the_decoding_budget_get_503_and_a_large_photo_still_work
     assert app.state.decoding.in_use == 0
 
 
+def test_a_key_that_not_every_client_can_send_is_refused_at_start_up(pipeline):
+    for key in ("密钥", "ｓ３ｃｒｅｔ", "two words"):
+        with pytest.raises(PoemgenError, match="visible ASCII"):
+            create_app(pipeline, api_key=key)
+
+
 def test_a_failure_in_the_models_is_a_json_500_and_the_server_goes_on(pipeline, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
@@ -244,6 +320,42 @@ def test_concurrent_requests_are_batched_and_never_mixed_up(pipeline):
         assert [line[0] for line in poem["lines"]] == list(fields["acrostic"])
         assert {len(line) for line in poem["lines"]} == {5 if fields["form"] == "wujue" else 7}
     assert health["requests"] == 20 and health["batches"] < 20 and health["largest_batch"] > 1
+
+
+def test_requests_with_different_seeds_share_a_batch_and_keep_their_poems(pipeline):
+    """Eight requests at once, each with its own seed (one with none): fewer batches than
+    requests, and each seeded answer is the poem the library writes alone with that seed."""
+    app = create_app(pipeline, Limits(requests_per_minute=0, batch_wait_s=0.05))
+    words = ["明月", "孤舟", "寒梅", "青山"]
+    seeds = [0, 1, 2, 3, 2**64 - 1, 12345, 7, None]
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            responses = await asyncio.gather(*(
+                client.post("/v1/poems", json={"keywords": words[i % 4], "seed": seed,
+                                               "candidates": 2})
+                for i, seed in enumerate(seeds)))
+            return responses, (await client.get("/healthz")).json()
+
+    responses, health = asyncio.run(main())
+    assert health["requests"] == len(seeds) and health["batches"] < len(seeds)
+    for i, (seed, response) in enumerate(zip(seeds, responses)):
+        assert response.status_code == 200, response.text
+        if seed is not None:
+            alone = pipeline.write(keywords=[words[i % 4]], seed=seed, candidates=2)
+            assert response.json()["lines"] == alone.lines
+
+
+def test_given_lines_set_the_form_as_in_the_library(client, pipeline):
+    """Without a form, seven-character given lines make a 七言 poem, and the API writes the
+    library's poem."""
+    given = [None, "江上明月照孤舟"]
+    response = client.post("/v1/poems", json={"keywords": "明月", "given": given, "seed": 4})
+    assert response.status_code == 200, response.text
+    assert response.json()["lines"] == pipeline.write(keywords=["明月"], given=given,
+                                                      seed=4).lines
+    assert response.json()["lines"][1] == "江上明月照孤舟"
 
 
 @pytest.mark.parametrize("body", ["[" * 5000 + "]" * 5000,

@@ -8,6 +8,7 @@ to take them with the shipped poet instead of the tiny random one.
 """
 
 import base64
+import contextlib
 import io
 import os
 import re
@@ -60,12 +61,22 @@ def keyed_server(tiny, tmp_path_factory):
 
 def served(tiny, tmp_path_factory, *extra):
     """`poemgen serve` on a free port, as a user starts it; yields its URL."""
+    with running(tiny, tmp_path_factory, *extra) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def running(tiny, tmp_path_factory, *extra, prelude: str = ""):
+    """`poemgen serve` on a free port, after running `prelude` in its process if given;
+    gives its URL and process (whose stdout is the server's log, read once it has ended)."""
     port = free_port()
     home = tmp_path_factory.mktemp("serve-home")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "POEMGEN_HOME": str(home)}
     env.pop("POEMGEN_API_KEY", None)
+    start = ([sys.executable, "-c", prelude + "\nimport sys\nfrom poemgen.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))"] if prelude else [sys.executable, "-m", "poemgen"])
     process = subprocess.Popen(
-        [sys.executable, "-m", "poemgen", "serve", "--clip", tiny.clip,
+        [*start, "serve", "--clip", tiny.clip,
          "--poet", os.environ.get("POEMGEN_SCREENSHOT_POET") or tiny.poet,
          "--port", str(port), "--max-upload-mb", "1", "--rate", "0", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -82,9 +93,11 @@ def served(tiny, tmp_path_factory, *extra):
     else:
         process.kill()
         pytest.fail("poemgen serve did not answer /healthz within 90 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_the_served_api_keeps_its_contract(server, tmp_path):
@@ -111,6 +124,68 @@ def test_a_slow_upload_does_not_hold_up_other_clients(server):
         started = time.monotonic()
         response = httpx.post(server + "/v1/poems", json={"keywords": "青山"}, timeout=30)
         assert response.status_code == 200 and time.monotonic() - started < 20
+
+
+@pytest.fixture(scope="module", params=[(), ("--forwarded-allow-ips", "127.0.0.1")],
+                ids=["direct", "behind-a-proxy"])
+def limited_server(request, tiny, tmp_path_factory):
+    """A server allowing a burst of 2 requests a client (then one a minute); with the
+    parameter, behind a proxy at 127.0.0.1 that names the client in X-Forwarded-For."""
+    with running(tiny, tmp_path_factory, "--rate", "1", "--burst", "2", *request.param) as (
+            url, _):
+        yield url, bool(request.param)
+
+
+def test_the_rate_limit_counts_forwarded_clients_only_behind_a_trusted_proxy(limited_server):
+    url, behind_proxy = limited_server
+
+    def codes(*clients):
+        return [httpx.post(url + "/v1/poems", json={"keywords": "明月"}, timeout=60,
+                           headers={"X-Forwarded-For": client}).status_code
+                for client in clients]
+
+    if behind_proxy:  # each client named by the proxy has its own bucket
+        assert codes("10.0.0.1", "10.0.0.2", "10.0.0.3") == [200, 200, 200]
+        assert codes("10.0.0.1", "10.0.0.1") == [200, 429]
+    else:  # a client cannot name itself anew with each request
+        assert codes("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4") == [200, 200, 429, 429]
+
+
+FAIL_ON_故障 = """
+import poemgen.pipeline
+
+write_batch = poemgen.pipeline.Pipeline.write_batch
+
+def failing(self, images=None, options=None, *, keywords=None, **overrides):
+    if keywords == [["故障"]]:
+        raise RuntimeError("injected failure")
+    return write_batch(self, images, options, keywords=keywords, **overrides)
+
+poemgen.pipeline.Pipeline.write_batch = failing
+"""
+
+
+def test_a_failed_request_leaves_its_traceback_in_the_servers_log(tiny, tmp_path_factory):
+    with running(tiny, tmp_path_factory, prelude=FAIL_ON_故障) as (url, process):
+        failed = httpx.post(url + "/v1/poems", json={"keywords": "故障"}, timeout=60)
+        assert failed.status_code == 500 and "injected failure" in failed.json()["error"]
+        assert httpx.post(url + "/v1/poems", json={"keywords": "明月"},
+                          timeout=60).status_code == 200
+    log = process.stdout.read()
+    assert "POST /v1/poems failed" in log and "Traceback (most recent call last)" in log
+    assert "RuntimeError: injected failure" in log
+
+
+@pytest.mark.parametrize("key", ["密钥", "ｓ３ｃｒｅｔ"])
+def test_a_key_no_browser_can_send_is_refused_at_start_up(tiny, capsys, monkeypatch, key):
+    def load(*args, **kwargs):
+        raise AssertionError("the models were loaded before the key was checked")
+
+    monkeypatch.setattr("poemgen.pipeline.load", load)
+    code = main(["serve", "--clip", tiny.clip, "--poet", tiny.poet, "--port", str(free_port()),
+                 "--api-key", key])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "visible ASCII" in err
 
 
 def test_the_port_in_use_is_one_line(tiny, capsys):
@@ -263,6 +338,42 @@ def test_a_keyed_server_wants_its_key_and_the_page_asks_once(keyed_server, brows
                                timeout=60_000)
         page.evaluate("document.getElementById('poem').innerHTML = ''")
     assert len(asked) == 1 and "API" in asked[0]
+    page.close()
+
+
+def test_the_page_refuses_keys_it_cannot_send_and_asks_again_after_a_401(keyed_server,
+                                                                          browser):
+    """密钥 and ｓ３ｃｒｅｔ cannot go in a header: the prompt refuses them and asks again; a
+    key the server refuses (a wrong one, or one an older page kept) is asked for again."""
+    page = browser.new_page()
+    asked, answers, errors = [], [], []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def answer(dialog):
+        asked.append(dialog.message)
+        dialog.accept(answers.pop(0))
+
+    def write_poem():
+        page.evaluate("document.getElementById('poem').innerHTML = ''")
+        page.fill("#keywords", "明月，孤舟")
+        page.click("#write")
+        page.wait_for_function("document.querySelectorAll('#poem .line').length == 4",
+                               timeout=30_000)
+
+    page.on("dialog", answer)
+    page.goto(keyed_server + "/")
+    answers[:] = ["密钥", "ｓ３ｃｒｅｔ", "s3cret"]
+    write_poem()
+    assert len(asked) == 3 and "英文字母" in asked[1] and "英文字母" in asked[2]
+    for kept in ("nope", "密钥"):  # a wrong key, and one an older page kept
+        page.evaluate("key => localStorage.setItem('poemgen-api-key', key)", kept)
+        page.reload()
+        asked.clear()
+        answers[:] = ["s3cret"]
+        write_poem()
+        assert len(asked) == 1 and "API" in asked[0]
+    assert page.evaluate("localStorage.getItem('poemgen-api-key')") == "s3cret"
+    assert errors == [] and page.inner_text("#error") == ""
     page.close()
 
 
