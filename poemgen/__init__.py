@@ -37,7 +37,7 @@ def write(image=None, options: PoemOptions | None = None, *, keywords: list[str]
     """
     global _default_pipeline
     if _default_pipeline is None:
-        _default_pipeline = load()
+        _default_pipeline = load(lazy_clip=True)  # CLIP loads on the first image
     return _default_pipeline.write(image, options, keywords=keywords, **overrides)
 
 

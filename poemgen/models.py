@@ -8,6 +8,8 @@ lookup lives in `resolve_poet` alone.
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 from dataclasses import dataclass
@@ -229,6 +231,23 @@ def fingerprint(name: str) -> str:
         config = try_to_load_from_cache(name, "config.json")
         parts = [name, str(Path(config).parent.name) if isinstance(config, str) else ""]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' advice and weight-loading bars hidden while models load, then restored: a
+    library call is as quiet as the CLI without changing the caller's own logging settings."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    previous = logging.set_tqdm_hook(
+        lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
+    try:
+        yield
+    finally:
+        logging.set_tqdm_hook(previous)
+        logging.set_verbosity(verbosity)
 
 
 def quiet_transformers() -> None:

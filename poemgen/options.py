@@ -179,9 +179,16 @@ _TYPE_NAMES = {int: "a whole number", (int, float): "a number", str: "a string",
 
 def with_overrides(options: "PoemOptions | None", **overrides) -> "PoemOptions":
     """`options` (default: `PoemOptions()`) with fields replaced, by their own names or by the
-    CLI's (`form="qijue"`, `allow_repeats=True`); an unknown name is an OptionsError. A size
-    that `options` left to the given lines still follows them (new given lines included)."""
+    CLI's (`form="qijue"`, `allow_repeats=True`); None stands for "as `options` has it" (the
+    default); an unknown name is an OptionsError. A size that `options` left to the given lines
+    still follows them (new given lines included)."""
+    unknown = sorted(set(overrides) - {f.name for f in fields(PoemOptions)}
+                     - {"form", "allow_repeats"})
+    if unknown:
+        raise OptionsError(f"unknown option '{shown(unknown[0])}'; options are "
+                           f"{', '.join(f.name for f in fields(PoemOptions))}, form, allow_repeats")
     options = options or PoemOptions()
+    overrides = {name: value for name, value in overrides.items() if value is not None}
     for name, asked in zip(("lines", "chars"), options._asked_size):
         if not asked:
             overrides.setdefault(name, None)
@@ -190,10 +197,6 @@ def with_overrides(options: "PoemOptions | None", **overrides) -> "PoemOptions":
     if "form" in overrides:
         overrides["lines"], overrides["chars"] = form_size(
             overrides.pop("form"), overrides.get("lines"), overrides.get("chars"))
-    unknown = sorted(set(overrides) - {f.name for f in fields(PoemOptions)})
-    if unknown:
-        raise OptionsError(f"unknown option '{shown(unknown[0])}'; options are "
-                           f"{', '.join(f.name for f in fields(PoemOptions))}, form, allow_repeats")
     return replace(options, **overrides)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -12,7 +12,7 @@ from poemgen import rerank
 from poemgen.errors import PoemgenError
 from poemgen.images import DEFAULT_MAX_PIXELS, DecodeBudget, ImageSource, in_threads, load_image
 from poemgen.keywords import DEFAULT_TEMPLATES, Keyword, KeywordScorer, Vocabulary
-from poemgen.models import resolve_clip
+from poemgen.models import quiet_loading, resolve_clip
 from poemgen.options import OptionsError, PoemOptions, check_keywords, with_overrides
 from poemgen.prompt import format_poem
 
@@ -71,9 +71,19 @@ class Pipeline:
     """Chinese-CLIP keyword scoring and a poet, loaded once and reused; either may be absent
     (keywords only, or poems from given keywords)."""
 
-    def __init__(self, scorer: KeywordScorer | None, poet: "Poet | None" = None):
-        self.scorer = scorer
+    def __init__(self, scorer: KeywordScorer | None, poet: "Poet | None" = None,
+                 clip_loader: Callable[[], KeywordScorer] | None = None):
+        self._scorer = scorer
         self.poet = poet
+        self._clip_loader = clip_loader  # loads CLIP on first use, when it was not loaded yet
+
+    @property
+    def scorer(self) -> KeywordScorer | None:
+        """Chinese-CLIP's keyword scorer; a pipeline loaded with `lazy_clip` loads it here, on
+        the first photo, so that writing from keywords never needs CLIP."""
+        if self._scorer is None and self._clip_loader is not None:
+            self._scorer, self._clip_loader = self._clip_loader(), None
+        return self._scorer
 
     def load_photo(self, image: ImageSource, *, name: str | None = None,
                    max_pixels: int = DEFAULT_MAX_PIXELS, budget: DecodeBudget | None = None):
@@ -181,15 +191,18 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
          device: str | None = None, vocabulary: str | os.PathLike | Vocabulary | None = None,
          templates: tuple[str, ...] = DEFAULT_TEMPLATES, poet_format: str | None = None,
          crrd: str | os.PathLike | None = None, need_poet: bool = True,
-         need_clip: bool = True, clip_dtype: str | None = None) -> Pipeline:
+         need_clip: bool = True, clip_dtype: str | None = None,
+         lazy_clip: bool = False) -> Pipeline:
     """Load Chinese-CLIP and a poet onto one device.
 
     `clip` defaults to $POEMGEN_CLIP, else the public Chinese-CLIP base model; `poet` is found
     by `poemgen.models.resolve_poet` and its prompt format from `poet_format`, its metadata or
     the registry; `crrd` is the folder of 平水韵 tables (else $POEMGEN_CRRD, else the data
     script's folder). `need_poet=False` gives a keywords-only pipeline, `need_clip=False` one
-    that writes from given keywords. `clip_dtype`: see `keywords.clip_dtype` (default bfloat16
-    on CUDA, float32 elsewhere).
+    that writes from given keywords; `lazy_clip=True` loads CLIP on the first photo instead
+    (`poemgen.write` does, so writing from keywords works offline with the shipped poet).
+    `clip_dtype`: see `keywords.clip_dtype` (default bfloat16 on CUDA, float32 elsewhere).
+    transformers' loading bars and advice are hidden while the models load.
     """
     device = choose_device(device)
     if isinstance(vocabulary, (str, os.PathLike)):
@@ -198,7 +211,14 @@ def load(clip: str | os.PathLike | None = None, poet: str | os.PathLike | None =
     if need_poet:
         from poemgen.poet import load_poet
 
-        poet_model = load_poet(poet, device, poet_format, crrd)
-    scorer = KeywordScorer.load(resolve_clip(clip), device, vocabulary, templates,
-                                dtype=clip_dtype) if need_clip else None
-    return Pipeline(scorer, poet_model)
+        with quiet_loading():
+            poet_model = load_poet(poet, device, poet_format, crrd)
+
+    def load_clip() -> KeywordScorer:
+        with quiet_loading():
+            return KeywordScorer.load(resolve_clip(clip), device, vocabulary, templates,
+                                      dtype=clip_dtype)
+
+    if not need_clip:
+        return Pipeline(None, poet_model)
+    return Pipeline(None, poet_model, load_clip) if lazy_clip else Pipeline(load_clip(), poet_model)

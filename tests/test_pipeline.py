@@ -200,8 +200,8 @@ def test_a_seed_outside_0_to_2_64_is_a_user_error(pipe, seed):
 
 # --- errors a user causes are PoemgenError, with the CLI's validation ---------------------------------
 
-@pytest.mark.parametrize("bad", [{"topk": "5"}, {"candidates": 2.0}, {"temperature": None},
-                                 {"hint": None}, {"no_repeat": "yes"}, {"categories": [1]},
+@pytest.mark.parametrize("bad", [{"topk": "5"}, {"candidates": 2.0}, {"temperature": "hot"},
+                                 {"hint": 3}, {"no_repeat": "yes"}, {"categories": [1]},
                                  {"colour": "red"}, {"form": "sonnet"}])
 def test_wrong_types_and_names_are_user_errors(pipe, bad):
     with pytest.raises(PoemgenError):
@@ -264,6 +264,42 @@ def test_a_rhyme_group_without_a_rhyme_system_is_one_clear_error(pipe, tiny, cap
     code = main(["--keywords", "明月", "--poet", tiny.poet, "--rhyme", "none",
                  "--rhyme-group", "十唐"])
     err = capsys.readouterr().err
-    assert code == 1 and "needs a rhyme system" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "needs a rhyme system" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(PoemgenError, match="rhyme group '\\\\ud800' is not a xinyun group"):
         pipe.write(keywords=["明月"], rhyme_group="\ud800")
+
+
+def test_the_default_pipeline_writes_from_keywords_without_clip(tiny, monkeypatch):
+    """`poemgen.write(keywords=...)` needs no CLIP (it loads on the first image), takes None
+    for any option as its default, and loading prints no transformers bars."""
+    import poemgen
+    from poemgen import pipeline
+
+    monkeypatch.setenv("POEMGEN_POET", tiny.poet)
+    monkeypatch.setenv("POEMGEN_CLIP", "/nowhere/clip")  # would fail if CLIP were loaded
+    monkeypatch.setattr(poemgen, "_default_pipeline", None)
+    poem = poemgen.write(keywords=["明月", "孤舟"], given=None, seed=None, form=None,
+                         allow_repeats=None)
+    assert len(poem.lines) == 4 and poemgen._default_pipeline._scorer is None
+    with pytest.raises(poemgen.PoemgenError, match="unknown option 'colour'"):
+        poemgen.write(keywords=["明月"], colour=None)
+    monkeypatch.setenv("POEMGEN_CLIP", tiny.clip)
+    assert isinstance(poemgen._default_pipeline.scorer, pipeline.KeywordScorer)
+
+
+def test_loading_hides_transformers_bars_and_restores_its_settings(tiny, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from poemgen import load
+
+    hook = hf_logging.set_tqdm_hook(None)  # as a fresh process has it (the CLI's tests hide
+    verbosity = hf_logging.get_verbosity()  # the bars for the whole process)
+    hf_logging.set_verbosity_warning()
+    try:
+        load(tiny.clip, tiny.poet, "cpu")
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.get_verbosity() == hf_logging.WARNING
+        assert hf_logging.set_tqdm_hook(hook) is None  # restored after loading
+    finally:
+        hf_logging.set_tqdm_hook(hook)
+        hf_logging.set_verbosity(verbosity)
