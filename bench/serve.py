@@ -3,6 +3,7 @@
     python bench/serve.py                        # this machine's CPU, about 5 minutes
     python bench/serve.py --quick                # 1 and 8 clients, fewer requests: about 2
     python bench/serve.py --device cuda          # the poet cast to bf16 (CLIP stays fp32)
+    python bench/serve.py --no-photos --clients 16 --poet mini   # seeds batched: 16 at once
 
 The app of `poemgen serve` (`poemgen.serve.create_app`) runs in this process and is called
 through `httpx.ASGITransport`: no sockets and no uvicorn, so what is timed is the server's own
@@ -10,14 +11,15 @@ work (reading the upload, decoding the photo, the queue, the models, the JSON an
 network's. The models are bench/run.py's: Chinese-CLIP ViT-B/16 and Mengzi-T5-base shapes with
 random weights, built from configs and loaded with `poemgen.pipeline.load`, the server's own
 loading code (the vocabulary's text embeddings are encoded once at load, about 50 s on a
-2-core CPU).
+2-core CPU); `--poet mini` writes with the shipped poet instead of the base-size one.
 
 Each row is N clients, each sending its requests back to back (the next as soon as the last is
 answered), against a fresh app twice: with `max_batch=1` (every request written alone) and with
 the default `Limits` (`max_batch=16`, `batch_wait_s=0.01`). Rate limit off, default options
-(五绝, one candidate) and no seed, since a seeded request is never batched. "photo" uploads one of
-8 synthetic 640×480 JPEGs (multipart, CLIP and the poet); "keywords" sends JSON keywords (the
-poet alone). Latency runs from sending a request to its full answer; the mean batch is the
+(五绝, one candidate). "photo" uploads one of 8 synthetic 640×480 JPEGs (multipart, CLIP and the
+poet); "keywords" sends JSON keywords (the poet alone); "keywords, a seed each" sends them with
+a different seed per request (each poem samples from its own seed's generator, so they share
+batches as unseeded requests do). Latency runs from sending a request to its full answer; the mean batch is the
 app's /healthz requests / batches; "others' CPU" is the share of the machine's CPU time other
 processes took during the row (above 5 %, distrust the row). Prints a Markdown table.
 """
@@ -52,6 +54,10 @@ def photo_requests(photos: list[bytes]):
 
 def keyword_requests(i: int) -> dict:
     return {"json": {"keywords": ",".join(KEYWORD_LISTS[i % len(KEYWORD_LISTS)])}}
+
+
+def seeded_keyword_requests(i: int) -> dict:
+    return {"json": {**keyword_requests(i)["json"], "seed": 1000 + i}}
 
 
 async def serve_row(pipeline, limits, clients: int, per_client: int, request) -> dict:
@@ -89,6 +95,12 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="1 and 8 clients, fewer requests")
     add_model_arguments(p)
     p.add_argument("--no-keywords", action="store_true", help="photo rows only")
+    p.add_argument("--no-photos", action="store_true", help="keyword rows only")
+    p.add_argument("--clients", type=int, nargs="+", metavar="N",
+                   help="rows of N clients with one request each, instead of the plan")
+    p.add_argument("--poet", metavar="MODEL",
+                   help="load this poet (e.g. mini, the shipped one) instead of building the "
+                        "base-size one")
     args = p.parse_args()
     runner = runner_for(p, args)
 
@@ -98,6 +110,8 @@ def main() -> int:
     from poemgen.serve import Limits
 
     plan = QUICK if args.quick else FULL
+    if args.clients:
+        plan = tuple((n, 1) for n in args.clients)
     print("\n".join([f"- command: `{shlex.join(['python', 'bench/serve.py', *sys.argv[1:]])}`",
                      *[f"- {line}" for line in machine(runner)]]), flush=True)
     default = Limits(requests_per_minute=0)
@@ -109,16 +123,20 @@ def main() -> int:
         os.environ["POEMGEN_HOME"] = str(tmp / "home")  # the embedding cache, thrown away
         log("building Chinese-CLIP ViT-B/16 and Mengzi-T5-base shapes with random weights")
         build_clip(tmp / "clip")
-        build_poet(tmp / "poet", args.data)
-        pipeline = load(str(tmp / "clip"), str(tmp / "poet"), args.device)
+        if not args.poet:
+            build_poet(tmp / "poet", args.data)
+        pipeline = load(str(tmp / "clip"), args.poet or str(tmp / "poet"), args.device)
         if runner.cuda:
             pipeline.poet.model.to(torch.bfloat16)
         log("models loaded")
         photos = [make_photo(tmp / f"photo{i}.jpg", seed=i).read_bytes() for i in range(8)]
-        kinds = {f"photo ({statistics.mean(map(len, photos)) / 1024:.0f} KB JPEG)":
-                 photo_requests(photos)}
+        kinds = {}
+        if not args.no_photos:
+            kinds[f"photo ({statistics.mean(map(len, photos)) / 1024:.0f} KB JPEG)"] = \
+                photo_requests(photos)
         if not args.no_keywords:
             kinds["keywords (JSON)"] = keyword_requests
+            kinds["keywords, a seed each (JSON)"] = seeded_keyword_requests
 
         rows = []
         for kind, request in kinds.items():

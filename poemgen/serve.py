@@ -8,11 +8,12 @@ poem samples from its own seed's generator, so it is the one the CLI writes with
 Only that thread touches the models, so concurrent requests cannot corrupt each other, and a
 slow upload holds only its own connection.
 
-Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload or image too large,
-401 without the API key (when one is set), 415 not an image, 422 bad options, 429 too many
-requests from one client, 503 queue full or too many pixels decoding at once (photos are
-decoded reduced to what CLIP needs, and `decoding_pixels` bounds the decoders' memory across
-requests); a failure in the models is a JSON 500 and the server goes on.
+Limits (`Limits`) answer with a JSON error `{"error": "..."}`: 413 upload, image or options
+too large, 401 without the API key (when one is set), 415 not an image, 422 bad options, 429
+too many requests from one client, 503 queue full or too many pixels decoding at once (photos
+are decoded reduced to what CLIP needs, and `decoding_pixels` bounds the decoders' memory
+across requests); a failure in the models is a JSON 500, its traceback in the server's log,
+and the server goes on.
 """
 
 from __future__ import annotations
@@ -420,15 +421,18 @@ async def _read_fields(request: Request, limits: Limits) -> tuple[dict, UploadFi
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
 
-    try:
+    fields_too_large = ApiError(413, f"the form's fields beside the photo are larger than "
+                                     f"{allowance}; options need far less")
+    try:  # a field is refused as soon as it passes the allowance, before the rest is parsed
         form = await Request(request.scope, replay).form(
-            max_files=1, max_fields=40, max_part_size=len(body))  # the sizes are checked here
+            max_files=1, max_fields=40, max_part_size=FIELDS_ALLOWANCE)
     except HTTPException as error:
+        if "maximum size" in str(error.detail):  # starlette's words for max_part_size
+            raise fields_too_large from None
         raise ApiError(422, f"the form cannot be read: {error.detail}") from None
     if sum(len(value) for _, value in form.multi_items() if isinstance(value, str)) \
             > FIELDS_ALLOWANCE:
-        raise ApiError(413, f"the form's fields beside the photo are larger than {allowance}; "
-                            "options need far less")
+        raise fields_too_large
     fields, upload = {}, None
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):

@@ -117,6 +117,9 @@ def test_line_candidates_in_the_api_write_the_librarys_poem(client, pipeline):
     (dict(data={"categories": "山水，" * 2**20}), 413, "larger than 64 KB"),
     (dict(files={"image": ("a.jpg", b"x", "image/jpeg")}, data={"keywords": "明月，" * 2**16}),
      413, "fields beside the photo are larger than 64 KB"),
+    (dict(files={"image": ("a.jpg", b"x", "image/jpeg")},
+          data={"hint": "x" * 40_000, "imitate": "x" * 40_000}),
+     413, "fields beside the photo are larger than 64 KB"),
 ])
 def test_every_limit_is_a_json_4xx(pipeline, request_kwargs, status, words):
     if "files" in request_kwargs and request_kwargs["files"]["image"][1] is None:
