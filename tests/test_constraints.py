@@ -209,5 +209,5 @@ def test_check_command_exit_codes(capsys):
 
 
 def test_form_and_lines_must_agree(capsys):
-    assert main(["--keywords", "明月", "--form", "qijue", "--chars", "5"]) == 1
+    assert main(["--keywords", "明月", "--form", "qijue", "--chars", "5"]) == 2  # an option error, as argparse exits
     assert "form qijue is 4 lines of 7 characters" in capsys.readouterr().err
