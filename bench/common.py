@@ -405,3 +405,37 @@ def runner_for(p: argparse.ArgumentParser, args: argparse.Namespace) -> "Runner"
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")
     return Runner(args.device, "bf16" if args.device == "cuda" else "fp32")
+
+
+@contextlib.contextmanager
+def poemgen_server(source: Path, clip: Path, home: Path):
+    """`poemgen serve` of the checkout in `source` (the shipped poet, no rate limit) on a free
+    port, once it answers /healthz; yields the process and its base URL, and stops it after."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(source), "POEMGEN_HOME": str(home),
+           "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "poemgen", "serve", "--clip", str(clip), "--poet", "mini",
+               "--device", "cpu", "--port", str(port), "--rate", "0"]
+    server = subprocess.Popen(command, env=env, cwd=source, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(3000):
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited: {server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield server, base
+    finally:
+        server.terminate()
+        server.wait(30)
+

@@ -23,16 +23,14 @@ import asyncio
 import json
 import os
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from common import build_clip, log, md_table
+from common import build_clip, poemgen_server, log, md_table
 
 REPO = Path(__file__).resolve().parent.parent
 FIELD_BYTES = int(9.9 * 2**20)  # just under the 10 MB upload limit
@@ -58,12 +56,6 @@ def hostile_requests() -> dict[str, dict]:
                                                         ensure_ascii=False).encode(),
                                   "headers": {"content-type": "application/json"}},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def while_refused(base: str, request: dict | None) -> dict:
@@ -98,32 +90,11 @@ def repeated(base: str, request: dict | None, times: int) -> dict:
 
 def run_server(source: Path, clip: Path, home: Path, requests: dict[str, dict],
                times: int) -> list[dict]:
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(source), "POEMGEN_HOME": str(home),
-           "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "poemgen", "serve", "--clip", str(clip), "--poet", "mini",
-               "--device", "cpu", "--port", str(port), "--rate", "0"]
-    server = subprocess.Popen(command, env=env, cwd=source, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(3000):
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited: {server.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with poemgen_server(source, clip, home) as (_, base):
         rows = [{"request": "none (idle)", **repeated(base, None, 1)}]
         for name, request in requests.items():
             rows.append({"request": name, **repeated(base, request, times)})
             log(f"{name}: /healthz at most {rows[-1]['max'] * 1000:.0f} ms")
-    finally:
-        server.terminate()
-        server.wait(30)
     return rows
 
 

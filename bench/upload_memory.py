@@ -25,18 +25,15 @@ import argparse
 import asyncio
 import io
 import mimetypes
-import os
 import shlex
-import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import build_clip, log, make_photo, md_table
+from common import build_clip, poemgen_server, log, make_photo, md_table
 
 UPLOADS = 20
 SIDE = 6300
@@ -132,12 +129,6 @@ class PeakWatch:
         return self.peak
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def burst(url: str, data: bytes, filename: str) -> list[tuple[int, float]]:
     """`UPLOADS` uploads at once; each answer's status and seconds."""
     import httpx
@@ -156,23 +147,7 @@ def run_row(source: Path, clip: Path, home: Path, data: bytes, filename: str,
             photo: bytes) -> dict:
     import httpx
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(source), "POEMGEN_HOME": str(home),
-           "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "poemgen", "serve", "--clip", str(clip), "--poet", "mini",
-               "--device", "cpu", "--port", str(port), "--rate", "0"]
-    server = subprocess.Popen(command, env=env, cwd=source, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(3000):
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited: {server.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with poemgen_server(source, clip, home) as (server, base):
         warm = httpx.post(f"{base}/v1/poems", files={"image": ("photo.jpg", photo, "image/jpeg")},
                           timeout=600)
         assert warm.status_code == 200, warm.text
@@ -185,9 +160,6 @@ def run_row(source: Path, clip: Path, home: Path, data: bytes, filename: str,
         peak = watch.stop()
         time.sleep(2)
         after = resident_bytes(server.pid)
-    finally:
-        server.terminate()
-        server.wait(30)
     codes = {}
     for status, _ in answers:
         codes[status] = codes.get(status, 0) + 1
